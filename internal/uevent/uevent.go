@@ -207,7 +207,8 @@ func parseUdev(b []byte) (Event, error) {
 }
 
 // parseProps splits NUL-separated KEY=VALUE pairs (without the final NUL)
-// and checks the event they make.
+// and checks the event they make. It is the hot path of the listener, so
+// keys are validated in the same pass that finds their end.
 func parseProps(s string, limit int) (Event, error) {
 	n := strings.Count(s, "\x00") + 1
 	if n > limit {
@@ -215,29 +216,51 @@ func parseProps(s string, limit int) (Event, error) {
 	}
 	props := make([]Property, 0, n)
 	for range n {
-		var kv string
-		kv, s, _ = strings.Cut(s, "\x00")
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
-			return Event{}, fmt.Errorf("%w: %q", ErrNoEquals, kv)
+		i := 0
+		for i < len(s) && keyByte(s[i]) {
+			i++
 		}
-		props = append(props, Property{Key: k, Value: v})
+		switch {
+		case i == len(s) || s[i] == 0:
+			kv, _, _ := strings.Cut(s, "\x00")
+			return Event{}, fmt.Errorf("%w: %q", ErrNoEquals, kv)
+		case s[i] != '=':
+			kv, _, _ := strings.Cut(s, "\x00")
+			k, _, _ := strings.Cut(kv, "=")
+			return Event{}, fmt.Errorf("%w: %q", ErrBadKey, k)
+		case i == 0:
+			return Event{}, ErrEmptyKey
+		}
+		key := s[:i]
+		s = s[i+1:]
+		end := strings.IndexByte(s, 0)
+		if end < 0 {
+			end = len(s)
+		}
+		props = append(props, Property{Key: key, Value: s[:end]})
+		s = s[min(end+1, len(s)):]
 	}
-	return FromProps(props)
+	return fromProps(props, true)
 }
 
 // FromProps builds an event from properties, applying every check Parse
 // applies to them. It keeps props as the event's Props.
 func FromProps(props []Property) (Event, error) {
+	return fromProps(props, false)
+}
+
+func fromProps(props []Property, keysChecked bool) (Event, error) {
 	var e Event
 	var seqnum string
 	var haveSeqnum bool
 	for i, p := range props {
-		if err := checkKey(p.Key); err != nil {
-			return Event{}, err
+		if !keysChecked {
+			if err := checkKey(p.Key); err != nil {
+				return Event{}, err
+			}
 		}
 		for _, q := range props[:i] {
-			if q.Key == p.Key {
+			if len(q.Key) == len(p.Key) && q.Key == p.Key {
 				return Event{}, fmt.Errorf("%w: %s", ErrDuplicateKey, p.Key)
 			}
 		}
@@ -289,14 +312,18 @@ func checkKey(k string) error {
 		return ErrEmptyKey
 	}
 	for i := 0; i < len(k); i++ {
-		c := k[i]
-		// Lower case is allowed because the kernel passes the keys of
-		// synthetic events verbatim ("SYNTH_ARG_key").
-		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
+		if !keyByte(k[i]) {
 			return fmt.Errorf("%w: %q", ErrBadKey, k)
 		}
 	}
 	return nil
+}
+
+// keyByte reports whether c may appear in a property key. Lower case is
+// allowed because the kernel passes the keys of synthetic events verbatim
+// ("SYNTH_ARG_key").
+func keyByte(c byte) bool {
+	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_'
 }
 
 func knownAction(a string) bool {
