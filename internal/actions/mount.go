@@ -1,0 +1,281 @@
+package actions
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults of MounterConfig.
+const (
+	DefaultMountRoot       = "/media"
+	DefaultStatePath       = "/run/hotplugd/mounts.json"
+	DefaultMountinfoPath   = "/proc/self/mountinfo"
+	DefaultFstabPath       = "/etc/fstab"
+	DefaultFilesystemsPath = "/proc/filesystems"
+	DefaultModulesDir      = "/lib/modules"
+	DefaultSysPath         = "/sys"
+	DefaultMountTimeout    = 30 * time.Second
+)
+
+// DefaultHelperDirs are where FUSE mount helpers are looked for.
+var DefaultHelperDirs = []string{"/sbin", "/usr/sbin", "/bin", "/usr/bin"}
+
+// Errors of Mount, Unmount and Plan, for errors.Is. Every skip error also
+// wraps ErrSkipped: the device is deliberately left alone, which is worth
+// an info line, not an error.
+var (
+	ErrSkipped           = errors.New("skipped")
+	ErrNotFilesystem     = errors.New("not a filesystem")
+	ErrFilesystemRefused = errors.New("filesystem type not allowed")
+	ErrAlreadyMounted    = errors.New("already mounted")
+	ErrInFstab           = errors.New("listed in fstab")
+	ErrUnsupportedFS     = errors.New("filesystem not supported")
+	ErrUnsafeMountRoot   = errors.New("unsafe mount root")
+	ErrMountTimeout      = errors.New("mount deadline exceeded")
+	ErrNotMounted        = errors.New("not mounted by hotplugd")
+	ErrDeviceBusy        = errors.New("another mount or unmount of this device is in progress")
+	ErrForeignMount      = errors.New("a mount hotplugd did not make is in the way")
+	errDeviceNumber      = errors.New("device has no major:minor")
+	errDevnodeMismatch   = errors.New("device node does not match the device number")
+	errNotMountedAfter   = errors.New("mount did not appear in mountinfo")
+	errTooManyCollisions = errors.New("no free mount point name")
+	errMountRootNotAbs   = errors.New("mount root is not an absolute path")
+)
+
+// skipError is a deliberate skip: Is(ErrSkipped) and Is(its reason).
+type skipError struct {
+	devnode string
+	reason  error
+	detail  string
+}
+
+func (e *skipError) Error() string {
+	return fmt.Sprintf("mount %s: skipped: %v: %s", e.devnode, e.reason, e.detail)
+}
+
+func (e *skipError) Unwrap() []error { return []error{e.reason, ErrSkipped} }
+
+func skip(dev Device, reason error, format string, args ...any) error {
+	return &skipError{devnode: dev.Devnode, reason: reason, detail: fmt.Sprintf(format, args...)}
+}
+
+// Device is what a mount or unmount needs to know about a block device.
+// The daemon fills it from the event and the filesystem probe; every string
+// in it but Devnode is treated as hostile.
+type Device struct {
+	Major   uint32 `json:"major"`
+	Minor   uint32 `json:"minor"`
+	Devpath string `json:"devpath,omitempty"` // kernel DEVPATH, /devices/...
+	Devnode string `json:"devnode,omitempty"` // /dev/sdb1
+	Devname string `json:"devname,omitempty"` // sdb1
+
+	FSUsage   string `json:"-"`                   // ID_FS_USAGE; only "filesystem" is mounted
+	FSType    string `json:"-"`                   // ID_FS_TYPE, e.g. "ext4", "ntfs", "vfat"
+	Label     string `json:"label,omitempty"`     // ID_FS_LABEL
+	UUID      string `json:"uuid,omitempty"`      // ID_FS_UUID
+	PartUUID  string `json:"partuuid,omitempty"`  // ID_PART_ENTRY_UUID, for fstab PARTUUID=
+	PartLabel string `json:"partlabel,omitempty"` // ID_PART_ENTRY_NAME, for fstab PARTLABEL=
+}
+
+// DevNum is the device's "major:minor", the key of its mount state.
+func (d Device) DevNum() string {
+	return strconv.FormatUint(uint64(d.Major), 10) + ":" + strconv.FormatUint(uint64(d.Minor), 10)
+}
+
+// ParseDevNum parses "major:minor" into a Device carrying only the number,
+// enough for Unmount.
+func ParseDevNum(s string) (Device, error) {
+	ma, mi, ok := strings.Cut(s, ":")
+	major, err1 := strconv.ParseUint(ma, 10, 32)
+	minor, err2 := strconv.ParseUint(mi, 10, 32)
+	if !ok || err1 != nil || err2 != nil {
+		return Device{}, fmt.Errorf("device number %q: want major:minor", s)
+	}
+	return Device{Major: uint32(major), Minor: uint32(minor)}, nil
+}
+
+// MountRequest is what a rule's mount action asks for.
+type MountRequest struct {
+	Rule    string   // the rule's name, recorded in the state
+	Options []string // extra options from the allow-list (ValidateMountOptions)
+	Exec    bool     // leave out noexec
+	// UID and GID own the files of filesystems without Unix ownership
+	// (vfat, exfat, ntfs, iso9660, udf); 0 (root) by default.
+	UID, GID uint32
+}
+
+// Plan is what a mount would do, computed without creating or mounting
+// anything (the dry run of `hotplugd test`).
+type Plan struct {
+	Device Device
+	// MountPoint is <mount_root>/<name>; if the name is taken by the time
+	// of the real mount, a numeric suffix is added.
+	MountPoint string
+	FSType     string   // the device's filesystem type (ID_FS_TYPE)
+	Driver     string   // the kernel filesystem type given to mount(2), or the helper's name
+	Helper     string   // the FUSE mount helper's path; "" for a kernel mount
+	Flags      []string // flag options: nosuid, nodev, noexec, ...
+	Data       string   // the data string (kernel) or the filesystem part of -o (helper)
+	Options    string   // flags and data together, as mount(8) would show them
+	Ignored    []string // rule options this filesystem does not take, with why
+
+	name string
+	drv  driver
+	opts builtOptions
+}
+
+// MountEntry records one mount hotplugd made. It is kept in the state file
+// until the mount is gone and the directory hotplugd created is removed.
+type MountEntry struct {
+	Device     Device    `json:"device"`
+	MountPoint string    `json:"mount_point"`
+	FSType     string    `json:"fs_type"`
+	Driver     string    `json:"driver"` // kernel type or helper path
+	Options    string    `json:"options"`
+	Rule       string    `json:"rule,omitempty"`
+	CreatedDir bool      `json:"created_dir"`
+	MountedAt  time.Time `json:"mounted_at"`
+	// Unmounted marks an entry whose filesystem is unmounted but whose
+	// directory could not be removed yet; cleanup retries the rmdir.
+	Unmounted bool `json:"unmounted,omitempty"`
+}
+
+// UnmountResult says what Unmount did.
+type UnmountResult struct {
+	Entry MountEntry
+	// Unmounted: the filesystem was unmounted by this call (false: it was
+	// gone already, or was not hotplugd's).
+	Unmounted bool
+	// Lazy: the filesystem was busy and was detached with MNT_DETACH; it is
+	// gone from the namespace but stays alive until its last user closes
+	// it. Report this as "removed while in use".
+	Lazy bool
+	// DirRemoved: the directory hotplugd created was removed.
+	DirRemoved bool
+}
+
+// ReconcileReport says what Reconcile did with each recorded mount.
+type ReconcileReport struct {
+	Kept    []MountEntry // device present and still mounted
+	Cleaned []MountEntry // device gone: unmounted and directory removed
+	Lazy    []MountEntry // of Cleaned, those that were busy and detached lazily
+	Dropped []MountEntry // mount already gone, or a mount hotplugd did not make at its path: entry forgotten
+	Failed  []MountEntry // cleanup failed: entry kept for a retry (see the error)
+}
+
+// MounterConfig configures a Mounter. Zero fields take the Default values;
+// tests point every host path elsewhere.
+type MounterConfig struct {
+	MountRoot       string        // where mount points are created (default /media)
+	StatePath       string        // the state file (default /run/hotplugd/mounts.json)
+	MountinfoPath   string        // default /proc/self/mountinfo
+	FstabPath       string        // default /etc/fstab
+	FilesystemsPath string        // default /proc/filesystems
+	ModulesDir      string        // kernel modules, to see if a filesystem is loadable (default /lib/modules)
+	SysPath         string        // sysfs, to see if a device is present (default /sys)
+	HelperDirs      []string      // where FUSE mount helpers are looked for (default DefaultHelperDirs)
+	Timeout         time.Duration // longest a mount or unmount may take (default 30s); a context deadline may shorten it
+	Logger          *slog.Logger  // default: discard
+}
+
+func (c MounterConfig) withDefaults() MounterConfig {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.MountRoot, DefaultMountRoot)
+	def(&c.StatePath, DefaultStatePath)
+	def(&c.MountinfoPath, DefaultMountinfoPath)
+	def(&c.FstabPath, DefaultFstabPath)
+	def(&c.FilesystemsPath, DefaultFilesystemsPath)
+	def(&c.ModulesDir, DefaultModulesDir)
+	def(&c.SysPath, DefaultSysPath)
+	if c.HelperDirs == nil {
+		c.HelperDirs = DefaultHelperDirs
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultMountTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Mounter mounts and unmounts filesystems for hotplugd and keeps the state
+// of what it mounted. It is safe for concurrent use; operations on one
+// device are serialized, operations on different devices run in parallel.
+type Mounter struct {
+	cfg MounterConfig
+	log *slog.Logger
+
+	// sysMount and sysUnmount are mount(2) and umount2(2); tests replace
+	// them to simulate a hung device.
+	sysMount   func(source, target, fstype string, flags uintptr, data string) error
+	sysUnmount func(target string, flags int) error
+
+	mu      sync.Mutex
+	entries map[string]MountEntry // by Device.DevNum()
+	busy    map[string]bool       // devices with an operation in progress
+}
+
+// reserve marks a device busy; the returned func releases it.
+func (m *Mounter) reserve(key string) (release func(), ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.busy[key] {
+		return nil, false
+	}
+	m.busy[key] = true
+	return func() {
+		m.mu.Lock()
+		delete(m.busy, key)
+		m.mu.Unlock()
+	}, true
+}
+
+// Entries returns the mounts hotplugd has recorded, sorted by mount point.
+func (m *Mounter) Entries() []MountEntry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return sortedEntries(m.entries)
+}
+
+// Lookup returns the recorded mount of a device (matched as Unmount does).
+func (m *Mounter) Lookup(dev Device) (MountEntry, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	key, ok := m.findLocked(dev)
+	if !ok {
+		return MountEntry{}, false
+	}
+	return m.entries[key], true
+}
+
+// findLocked finds the entry of dev: by major:minor when it is known (and
+// then, if both sides know it, the devpath must agree too, since device
+// numbers are reused), else by devpath.
+func (m *Mounter) findLocked(dev Device) (string, bool) {
+	if dev.Major != 0 || dev.Minor != 0 {
+		e, ok := m.entries[dev.DevNum()]
+		if !ok || (dev.Devpath != "" && e.Device.Devpath != "" && dev.Devpath != e.Device.Devpath) {
+			return "", false
+		}
+		return dev.DevNum(), true
+	}
+	if dev.Devpath == "" {
+		return "", false
+	}
+	for k, e := range m.entries {
+		if e.Device.Devpath == dev.Devpath {
+			return k, true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,811 @@
+package actions
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// msFlags maps flag options to mount(2) flags.
+var msFlags = map[string]uintptr{
+	"nosuid":      unix.MS_NOSUID,
+	"nodev":       unix.MS_NODEV,
+	"noexec":      unix.MS_NOEXEC,
+	"ro":          unix.MS_RDONLY,
+	"noatime":     unix.MS_NOATIME,
+	"nodiratime":  unix.MS_NODIRATIME,
+	"relatime":    unix.MS_RELATIME,
+	"strictatime": unix.MS_STRICTATIME,
+	"lazytime":    unix.MS_LAZYTIME,
+	"sync":        unix.MS_SYNCHRONOUS,
+	"dirsync":     unix.MS_DIRSYNC,
+}
+
+// helperEnv is the whole environment of a mount helper: nothing from the
+// daemon's environment or the event.
+var helperEnv = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
+
+// helperOutputMax bounds how much of a helper's output goes into an error.
+const helperOutputMax = 4096
+
+// NewMounter returns a Mounter with the state recorded at cfg.StatePath.
+// A state file that cannot be parsed is logged, moved aside to
+// <StatePath>.bad and replaced by an empty state: hotplugd then leaves
+// those mounts alone rather than refusing to start.
+func NewMounter(cfg MounterConfig) (*Mounter, error) {
+	cfg = cfg.withDefaults()
+	if !filepath.IsAbs(cfg.MountRoot) {
+		return nil, fmt.Errorf("mount root %q: %w", cfg.MountRoot, errMountRootNotAbs)
+	}
+	cfg.MountRoot = filepath.Clean(cfg.MountRoot)
+	m := &Mounter{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		sysMount:   unix.Mount,
+		sysUnmount: unix.Unmount,
+		busy:       map[string]bool{},
+	}
+	entries, err := readState(cfg.StatePath)
+	if err != nil {
+		m.log.Error("mount state unreadable; starting with an empty state", "path", cfg.StatePath, "err", err)
+		if rerr := os.Rename(cfg.StatePath, cfg.StatePath+".bad"); rerr != nil {
+			m.log.Error("moving the unreadable mount state aside", "err", rerr)
+		}
+		entries = map[string]MountEntry{}
+	}
+	m.entries = entries
+	return m, nil
+}
+
+// Plan computes the mount point and options a Mount of dev would use, and
+// returns the same skip and refusal errors, without creating or mounting
+// anything. The mount point's suffix may differ at mount time if the name
+// is taken in between.
+func (m *Mounter) Plan(dev Device, req MountRequest) (Plan, error) {
+	p, err := m.plan(dev, req)
+	if err != nil {
+		return Plan{}, err
+	}
+	p.name = freeName(m.cfg.MountRoot, p.name)
+	p.MountPoint = filepath.Join(m.cfg.MountRoot, p.name)
+	return p, nil
+}
+
+// plan makes every decision of a mount that needs no side effect.
+func (m *Mounter) plan(dev Device, req MountRequest) (Plan, error) {
+	if dev.FSUsage != "filesystem" {
+		return Plan{}, skip(dev, ErrNotFilesystem, "ID_FS_USAGE is %q, not \"filesystem\"", dev.FSUsage)
+	}
+	drivers, ok := filesystems[dev.FSType]
+	if !ok {
+		return Plan{}, skip(dev, ErrFilesystemRefused, "%q is not one of %s", dev.FSType, strings.Join(AllowedFilesystems(), ", "))
+	}
+	if err := ValidateMountOptions(req.Options); err != nil {
+		return Plan{}, fmt.Errorf("mount %s: %w", dev.Devnode, err)
+	}
+	if dev.Major == 0 && dev.Minor == 0 {
+		return Plan{}, fmt.Errorf("mount %s: %w", dev.Devnode, errDeviceNumber)
+	}
+	if !filepath.IsAbs(dev.Devnode) || filepath.Clean(dev.Devnode) != dev.Devnode {
+		return Plan{}, fmt.Errorf("mount: device node %q is not a clean absolute path", dev.Devnode)
+	}
+	if e, ok := m.Lookup(Device{Major: dev.Major, Minor: dev.Minor}); ok && !e.Unmounted {
+		return Plan{}, skip(dev, ErrAlreadyMounted, "mounted by hotplugd at %s", e.MountPoint)
+	}
+	infos, err := readMounts(m.cfg.MountinfoPath)
+	if err != nil {
+		return Plan{}, fmt.Errorf("mount %s: %w", dev.Devnode, err)
+	}
+	if at, ok := deviceMountedAt(infos, dev); ok {
+		return Plan{}, skip(dev, ErrAlreadyMounted, "%s is mounted at %s", dev.DevNum(), at)
+	}
+	if err := m.checkFstab(dev); err != nil {
+		return Plan{}, err
+	}
+	cands, err := m.usableDrivers(dev, drivers)
+	if err != nil {
+		return Plan{}, err
+	}
+	return m.planWith(dev, req, cands[0])
+}
+
+// planWith fills a Plan for one driver choice.
+func (m *Mounter) planWith(dev Device, req MountRequest, c driverChoice) (Plan, error) {
+	opts, err := buildOptions(c.drv, req)
+	if err != nil {
+		return Plan{}, fmt.Errorf("mount %s: %w", dev.Devnode, err)
+	}
+	name := MountName(dev.Label, dev.UUID, dev.Devname)
+	return Plan{
+		Device:     dev,
+		MountPoint: filepath.Join(m.cfg.MountRoot, name),
+		FSType:     dev.FSType,
+		Driver:     c.drv.name(),
+		Helper:     c.helper,
+		Flags:      opts.flags,
+		Data:       strings.Join(opts.data, ","),
+		Options:    opts.all(),
+		Ignored:    opts.ignored,
+		name:       name,
+		drv:        c.drv,
+		opts:       opts,
+	}, nil
+}
+
+// checkFstab skips a device the administrator listed in fstab: by its
+// node (or any /dev link to it), LABEL=, UUID=, PARTUUID= or PARTLABEL=.
+func (m *Mounter) checkFstab(dev Device) error {
+	entries, err := readFstab(m.cfg.FstabPath)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", dev.Devnode, err)
+	}
+	for _, e := range entries {
+		match := false
+		if tag, value, ok := fstabTag(e.spec); ok {
+			match = matchesTag(dev, tag, value)
+		} else if strings.HasPrefix(e.spec, "/dev/") {
+			match = e.spec == dev.Devnode
+			var st unix.Stat_t
+			if !match && unix.Stat(e.spec, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
+				match = unix.Major(st.Rdev) == dev.Major && unix.Minor(st.Rdev) == dev.Minor
+			}
+		}
+		if match {
+			return skip(dev, ErrInFstab, "%s:%d: %s %s", m.cfg.FstabPath, e.line, e.spec, e.dir)
+		}
+	}
+	return nil
+}
+
+// driverChoice is a driver usable on this machine.
+type driverChoice struct {
+	drv    driver
+	helper string // the helper's path, for helper drivers
+}
+
+// unsupportedFSError says that neither the kernel nor a helper can mount a
+// filesystem type.
+type unsupportedFSError struct {
+	fsType, kernelType, filesystemsPath string
+	helpers, dirs                       []string
+	rejected                            []string
+}
+
+func (e *unsupportedFSError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "filesystem %s is not supported by this kernel (no %q in %s) and no mount helper was found",
+		e.fsType, e.kernelType, e.filesystemsPath)
+	if len(e.helpers) > 0 {
+		fmt.Fprintf(&b, " (looked for %s in %s)", strings.Join(e.helpers, ", "), strings.Join(e.dirs, ", "))
+	}
+	for _, r := range e.rejected {
+		b.WriteString("; " + r)
+	}
+	return b.String()
+}
+
+func (e *unsupportedFSError) Unwrap() error { return ErrUnsupportedFS }
+
+// usableDrivers returns the drivers of a type this machine has, in order
+// of preference: a kernel filesystem listed in /proc/filesystems or
+// available as a module (mount(2) then loads it; the type is allow-listed),
+// then FUSE helpers found in the helper directories.
+func (m *Mounter) usableDrivers(dev Device, drivers []driver) ([]driverChoice, error) {
+	known, err := readProcFilesystems(m.cfg.FilesystemsPath)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dev.Devnode, err)
+	}
+	unsupported := &unsupportedFSError{fsType: dev.FSType, filesystemsPath: m.cfg.FilesystemsPath, dirs: m.cfg.HelperDirs}
+	var out []driverChoice
+	for _, d := range drivers {
+		if d.kernel != "" {
+			if unsupported.kernelType == "" {
+				unsupported.kernelType = d.kernel
+			}
+			if known[d.kernel] || m.moduleAvailable(d.kernel) {
+				out = append(out, driverChoice{drv: d})
+			}
+			continue
+		}
+		unsupported.helpers = append(unsupported.helpers, d.helpers...)
+		if path, rejected := findHelper(d.helpers, m.cfg.HelperDirs); path != "" {
+			out = append(out, driverChoice{drv: d, helper: path})
+		} else {
+			unsupported.rejected = append(unsupported.rejected, rejected...)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("mount %s: %w", dev.Devnode, unsupported)
+	}
+	return out, nil
+}
+
+// readProcFilesystems returns the filesystem types the kernel has now.
+func readProcFilesystems(path string) (map[string]bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read filesystems: %w", err)
+	}
+	defer f.Close()
+	known := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text()) // "nodev\tproc" or "\text4"
+		if len(fields) > 0 {
+			known[fields[len(fields)-1]] = true
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read filesystems %s: %w", path, err)
+	}
+	return known, nil
+}
+
+// moduleAvailable reports whether the running kernel has a loadable module
+// for a filesystem type: modules.alias maps "fs-<type>" to it, and that
+// alias is what mount(2) asks modprobe for.
+func (m *Mounter) moduleAvailable(fsType string) bool {
+	var uts unix.Utsname
+	if unix.Uname(&uts) != nil {
+		return false
+	}
+	f, err := os.Open(filepath.Join(m.cfg.ModulesDir, unix.ByteSliceToString(uts.Release[:]), "modules.alias"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	want := "alias fs-" + fsType + " "
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), want) {
+			return true
+		}
+	}
+	return false
+}
+
+// findHelper returns the first helper program that is a root-owned
+// executable file no one else can write to; rejected says why others were
+// passed over.
+func findHelper(names, dirs []string) (path string, rejected []string) {
+	for _, name := range names {
+		for _, dir := range dirs {
+			p := filepath.Join(dir, name)
+			st, err := os.Stat(p)
+			if err != nil {
+				continue
+			}
+			sys, _ := st.Sys().(*syscall.Stat_t)
+			switch {
+			case !st.Mode().IsRegular() || st.Mode()&0o111 == 0:
+				rejected = append(rejected, p+" is not an executable file")
+			case sys == nil || sys.Uid != 0:
+				rejected = append(rejected, p+" is not owned by root")
+			case st.Mode()&0o022 != 0:
+				rejected = append(rejected, p+" is writable by group or others")
+			default:
+				return p, rejected
+			}
+		}
+	}
+	return "", rejected
+}
+
+// Mount mounts dev under the mount root as req asks and records it.
+//
+// It refuses (errors wrapping ErrSkipped) devices that are not a
+// filesystem, of a type not allow-listed, already mounted, or listed in
+// fstab. The mount point is a new 0700 directory (see MountName and
+// createMountDir), removed again if the mount fails. Kernel filesystems
+// are mounted with mount(2) onto /proc/self/fd/N of the new directory;
+// FUSE filesystems by executing their helper directly (no shell) as
+// helper DEVNODE MOUNTPOINT -o OPTIONS.
+//
+// The mount is bounded by ctx and the configured Timeout. mount(2) itself
+// cannot be interrupted: when the deadline passes Mount returns an error
+// wrapping ErrMountTimeout at once, and the mount(2) call, left running,
+// is undone when it returns (lazy unmount, rmdir). A helper that misses the
+// deadline is killed with its process group.
+func (m *Mounter) Mount(ctx context.Context, dev Device, req MountRequest) (MountEntry, error) {
+	release, ok := m.reserve(dev.DevNum())
+	if !ok {
+		return MountEntry{}, fmt.Errorf("mount %s: %w", dev.Devnode, ErrDeviceBusy)
+	}
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			release()
+		}
+	}()
+
+	m.finishPending(ctx, dev)
+	p, err := m.plan(dev, req)
+	if err != nil {
+		return MountEntry{}, err
+	}
+	if err := checkDevnode(dev); err != nil {
+		return MountEntry{}, fmt.Errorf("mount %s: %w", dev.Devnode, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+	defer cancel()
+
+	rootFD, err := openMountRoot(m.cfg.MountRoot)
+	if err != nil {
+		return MountEntry{}, fmt.Errorf("mount %s: %w", dev.Devnode, err)
+	}
+	dir, err := createMountDir(rootFD, m.cfg.MountRoot, p.name)
+	if err != nil {
+		return MountEntry{}, fmt.Errorf("mount %s: %w", dev.Devnode, err)
+	}
+
+	cands, err := m.usableDrivers(dev, filesystems[dev.FSType])
+	if err != nil {
+		return MountEntry{}, errors.Join(err, dir.remove())
+	}
+	for i, c := range cands {
+		if p, err = m.planWith(dev, req, c); err != nil {
+			break
+		}
+		if c.helper != "" {
+			err = m.helperMount(ctx, dir, dev, p)
+		} else {
+			err = m.kernelMount(ctx, dir, dev, p, release)
+			if errors.Is(err, ErrMountTimeout) {
+				handedOff = true // the mount(2) goroutine cleans up and releases
+				return MountEntry{}, err
+			}
+		}
+		if !errors.Is(err, unix.ENODEV) || i == len(cands)-1 {
+			break
+		}
+		m.log.Info("kernel lacks the filesystem driver; trying the next one", "device", dev.Devnode, "driver", c.drv.name())
+	}
+	if errors.Is(err, unix.ENODEV) {
+		err = fmt.Errorf("%w: the kernel has no driver for %s (mount(2): %v)", ErrUnsupportedFS, dev.FSType, err)
+	}
+	if err == nil {
+		err = m.verifyMounted(dir, dev)
+	}
+	if err != nil {
+		return MountEntry{}, fmt.Errorf("mount %s on %s: %w", dev.Devnode, dir.path, errors.Join(err, dir.remove()))
+	}
+	dir.close()
+
+	recorded := dev
+	recorded.FSUsage, recorded.FSType = "", "" // the entry has its own FSType
+	entry := MountEntry{
+		Device:     recorded,
+		MountPoint: dir.path,
+		FSType:     dev.FSType,
+		Driver:     p.Driver,
+		Options:    p.Options,
+		Rule:       req.Rule,
+		CreatedDir: true,
+		MountedAt:  time.Now().UTC(),
+	}
+	if p.Helper != "" {
+		entry.Driver = p.Helper
+	}
+	m.mu.Lock()
+	m.entries[dev.DevNum()] = entry
+	err = writeState(m.cfg.StatePath, m.entries)
+	m.mu.Unlock()
+	if err != nil {
+		// The mount stands and is known in memory, so Unmount works; the
+		// next successful write records it.
+		m.log.Error("mounted, but the mount state could not be saved", "device", dev.Devnode, "path", dir.path, "err", err)
+	}
+	for _, ig := range p.Ignored {
+		m.log.Info("mount option ignored", "device", dev.Devnode, "option", ig)
+	}
+	return entry, nil
+}
+
+// finishPending retries the cleanup of an earlier mount of dev whose
+// directory could not be removed, before dev is mounted anew; the caller
+// holds the device's reservation.
+func (m *Mounter) finishPending(ctx context.Context, dev Device) {
+	m.mu.Lock()
+	e, ok := m.entries[dev.DevNum()]
+	m.mu.Unlock()
+	if !ok || !e.Unmounted {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+	defer cancel()
+	if _, _, err := m.cleanup(ctx, dev.DevNum(), e, false); err != nil {
+		m.log.Warn("earlier mount point of the device not removed; forgetting it", "device", dev.Devnode, "err", err)
+		m.mu.Lock()
+		delete(m.entries, dev.DevNum())
+		m.mu.Unlock()
+	}
+}
+
+// checkDevnode makes sure the node to be mounted is the block device the
+// event named.
+func checkDevnode(dev Device) error {
+	var st unix.Stat_t
+	if err := unix.Stat(dev.Devnode, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK || unix.Major(st.Rdev) != dev.Major || unix.Minor(st.Rdev) != dev.Minor {
+		return fmt.Errorf("%w: %s is not block device %s", errDevnodeMismatch, dev.Devnode, dev.DevNum())
+	}
+	return nil
+}
+
+// kernelMount runs mount(2) in its own goroutine and waits for it until
+// ctx is done. On a timeout it returns at once and the goroutine owns the
+// directory and the device reservation: when mount(2) finally returns it
+// undoes the mount, removes the directory and releases the device.
+func (m *Mounter) kernelMount(ctx context.Context, dir *mountDir, dev Device, p Plan, release func()) error {
+	var flags uintptr
+	for _, f := range p.Flags {
+		flags |= msFlags[f]
+	}
+	var (
+		mu        sync.Mutex
+		abandoned bool
+		done      = make(chan error, 1)
+	)
+	go func() {
+		err := m.sysMount(dev.Devnode, dir.procPath(), p.drv.kernel, flags, p.Data)
+		mu.Lock()
+		if !abandoned {
+			done <- err
+			mu.Unlock()
+			return
+		}
+		mu.Unlock()
+		defer release()
+		if err == nil {
+			if uerr := m.sysUnmount(dir.path, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); uerr != nil {
+				m.log.Error("late mount could not be undone", "device", dev.Devnode, "path", dir.path, "err", uerr)
+				dir.close()
+				return
+			}
+		}
+		if rerr := dir.remove(); rerr != nil {
+			m.log.Error("directory of a timed-out mount not removed", "path", dir.path, "err", rerr)
+			return
+		}
+		m.log.Info("timed-out mount finished and was undone", "device", dev.Devnode, "path", dir.path, "mount_err", err)
+	}()
+	wrap := func(err error) error {
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, unix.EPERM):
+			return fmt.Errorf("mount(2) type %s: %w (mounting needs root or CAP_SYS_ADMIN)", p.drv.kernel, err)
+		}
+		return fmt.Errorf("mount(2) type %s, options %q: %w", p.drv.kernel, p.Options, err)
+	}
+	select {
+	case err := <-done:
+		return wrap(err)
+	case <-ctx.Done():
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	select {
+	case err := <-done:
+		return wrap(err)
+	default:
+	}
+	abandoned = true
+	return fmt.Errorf("mount %s on %s: %w (%w); mount(2) cannot be cancelled: it is undone if it ever completes",
+		dev.Devnode, dir.path, ErrMountTimeout, context.Cause(ctx))
+}
+
+// helperMount runs a FUSE mount helper: executed directly with a fixed
+// environment, in its own process group, killed at the deadline.
+func (m *Mounter) helperMount(ctx context.Context, dir *mountDir, dev Device, p Plan) error {
+	if !dir.stillThere() {
+		return fmt.Errorf("%s was replaced before the mount", dir.path)
+	}
+	out, err := memFile("hotplugd-mount-helper")
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	cmd := exec.CommandContext(ctx, p.Helper, dev.Devnode, dir.path, "-o", p.Options)
+	cmd.Env = helperEnv
+	cmd.Stdout, cmd.Stderr = out, out // files, not pipes: the daemon the helper leaves behind keeps no pipe of ours
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
+	runErr := cmd.Run()
+	if runErr == nil {
+		return nil
+	}
+	// The helper may have mounted before failing or being killed.
+	if infos, err := readMounts(m.cfg.MountinfoPath); err == nil {
+		for _, mi := range mountsAt(infos, dir.path) {
+			if isDeviceMount(mi, dev) {
+				_ = m.sysUnmount(dir.path, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+			}
+		}
+	}
+	msg := readBounded(out)
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: %w (%w); helper killed; output: %q", p.Helper, ErrMountTimeout, context.Cause(ctx), msg)
+	}
+	return fmt.Errorf("%s: %w; output: %q", p.Helper, runErr, msg)
+}
+
+// memFile returns an anonymous in-memory file.
+func memFile(name string) (*os.File, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// readBounded returns at most helperOutputMax bytes of f from its start,
+// trimmed.
+func readBounded(f *os.File) string {
+	b := make([]byte, helperOutputMax)
+	n, err := f.ReadAt(b, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return ""
+	}
+	return strings.TrimSpace(string(b[:n]))
+}
+
+// verifyMounted checks in mountinfo that dev is now mounted at the
+// directory's path (mount(2) went through /proc/self/fd/N, so this also
+// proves the name still leads to the directory mounted on).
+func (m *Mounter) verifyMounted(dir *mountDir, dev Device) error {
+	infos, err := readMounts(m.cfg.MountinfoPath)
+	if err != nil {
+		return err
+	}
+	if slices.ContainsFunc(mountsAt(infos, dir.path), func(mi *mountinfoInfo) bool { return isDeviceMount(mi, dev) }) {
+		return nil
+	}
+	return fmt.Errorf("%w at %s", errNotMountedAfter, dir.path)
+}
+
+// Unmount unmounts what hotplugd mounted for dev (found by major:minor,
+// else by devpath) and removes the directory it created. A busy
+// filesystem is detached lazily (MNT_DETACH) and the result says Lazy:
+// report it as "removed while in use". The entry is dropped only when
+// everything is done; a failed step keeps it for a retry (a later Unmount
+// or Reconcile). Nothing is removed recursively, ever.
+//
+// It returns an error wrapping ErrNotMounted when hotplugd has no mount of
+// dev, which is the common case on removal of a device it did not mount.
+func (m *Mounter) Unmount(ctx context.Context, dev Device) (UnmountResult, error) {
+	m.mu.Lock()
+	key, ok := m.findLocked(dev)
+	m.mu.Unlock()
+	if !ok {
+		return UnmountResult{}, fmt.Errorf("unmount %s: %w", describe(dev), ErrNotMounted)
+	}
+	release, ok := m.reserve(key)
+	if !ok {
+		return UnmountResult{}, fmt.Errorf("unmount %s: %w", describe(dev), ErrDeviceBusy)
+	}
+	defer release()
+	m.mu.Lock()
+	entry, ok := m.entries[key]
+	m.mu.Unlock()
+	if !ok {
+		return UnmountResult{}, fmt.Errorf("unmount %s: %w", describe(dev), ErrNotMounted)
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+	defer cancel()
+	res, _, err := m.cleanup(ctx, key, entry, false)
+	return res, err
+}
+
+// describe names a device in an error.
+func describe(dev Device) string {
+	switch {
+	case dev.Devnode != "":
+		return dev.Devnode
+	case dev.Devpath != "":
+		return dev.Devpath
+	}
+	return dev.DevNum()
+}
+
+// cleanupOutcome is what cleanup did with an entry.
+type cleanupOutcome int
+
+const (
+	outcomeCleaned cleanupOutcome = iota // unmounted (if mounted) and directory removed
+	outcomeDropped                       // nothing of ours was mounted: entry forgotten
+	outcomeFailed                        // entry kept for a retry
+)
+
+// cleanup unmounts the entry's mount if it is still there and is ours,
+// removes the directory hotplugd created, and updates the state. With
+// lazy, a mounted filesystem is detached at once (its device is gone);
+// otherwise a plain unmount is tried first and a busy one detached. The
+// caller holds the device's reservation.
+func (m *Mounter) cleanup(ctx context.Context, key string, e MountEntry, lazy bool) (UnmountResult, cleanupOutcome, error) {
+	res := UnmountResult{Entry: e}
+	fail := func(err error) (UnmountResult, cleanupOutcome, error) {
+		m.mu.Lock()
+		m.entries[key] = e
+		werr := writeState(m.cfg.StatePath, m.entries)
+		m.mu.Unlock()
+		res.Entry = e
+		return res, outcomeFailed, fmt.Errorf("unmount %s at %s: %w", describe(e.Device), e.MountPoint, errors.Join(err, werr))
+	}
+	infos, err := readMounts(m.cfg.MountinfoPath)
+	if err != nil {
+		return fail(err)
+	}
+	at := mountsAt(infos, e.MountPoint)
+	ours := slices.IndexFunc(at, func(mi *mountinfoInfo) bool { return isDeviceMount(mi, e.Device) })
+	outcome := outcomeCleaned
+	switch {
+	case ours >= 0 && !e.Unmounted:
+		if ours != len(at)-1 {
+			return fail(fmt.Errorf("%w: %s %s is mounted over it", ErrForeignMount, at[len(at)-1].FSType, at[len(at)-1].Source))
+		}
+		if lazy {
+			err = m.unmountWithDeadline(ctx, e.MountPoint, unix.MNT_DETACH)
+			res.Lazy = err == nil
+		} else {
+			err = m.unmountWithDeadline(ctx, e.MountPoint, 0)
+			if errors.Is(err, unix.EBUSY) {
+				err = m.unmountWithDeadline(ctx, e.MountPoint, unix.MNT_DETACH)
+				res.Lazy = err == nil
+			}
+		}
+		if err != nil {
+			return fail(err)
+		}
+		e.Unmounted = true
+		res.Unmounted = true
+		if res.Lazy {
+			m.log.Warn("filesystem was in use; detached lazily", "device", describe(e.Device), "path", e.MountPoint)
+		}
+	case ours >= 0 && e.Unmounted:
+		// Recorded as unmounted, yet mounted again: someone else did it.
+		outcome = outcomeDropped
+	case len(at) > 0:
+		// Something else is mounted there and ours is gone: not ours.
+		m.log.Info("a mount hotplugd did not make is at a recorded mount point; leaving it", "path", e.MountPoint, "source", at[len(at)-1].Source)
+		outcome = outcomeDropped
+	default:
+		// Ours is gone already (unmounted by someone, or by us before a crash).
+		if !e.Unmounted {
+			outcome = outcomeDropped
+		}
+		e.Unmounted = true
+	}
+	// The directory is free only if nothing is mounted on it any more:
+	// nothing was, or ours was the only mount and is now gone.
+	if e.CreatedDir && (len(at) == 0 || outcome == outcomeCleaned) {
+		if err := removeRecordedDir(e.MountPoint); err != nil {
+			return fail(err)
+		}
+		res.DirRemoved = true
+	}
+	m.mu.Lock()
+	delete(m.entries, key)
+	werr := writeState(m.cfg.StatePath, m.entries)
+	m.mu.Unlock()
+	if werr != nil {
+		m.log.Error("mount state could not be saved", "err", werr)
+	}
+	res.Entry = e
+	return res, outcome, nil
+}
+
+// unmountWithDeadline runs umount2(2), never following a symlink at the
+// path, in its own goroutine, and stops waiting when ctx is done; the
+// entry is then kept and a later cleanup sees what the call did.
+func (m *Mounter) unmountWithDeadline(ctx context.Context, path string, flags int) error {
+	done := make(chan error, 1)
+	go func() { done <- m.sysUnmount(path, flags|unix.UMOUNT_NOFOLLOW) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("umount2: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("umount2: %w (%w); the call may still complete", ErrMountTimeout, context.Cause(ctx))
+	}
+}
+
+// Reconcile brings the recorded state in line with the mounts and devices
+// of the machine, at start-up (after a crash, or a restart while disks
+// were mounted) and after lost events. For each recorded mount:
+//   - device present and still mounted by hotplugd: kept;
+//   - device gone: the mount is detached lazily (MNT_DETACH, which never
+//     waits on a dead device) and its directory removed;
+//   - mount already gone: the directory hotplugd created is removed if
+//     empty, the entry dropped;
+//   - a mount hotplugd did not make at the recorded path: left alone, entry
+//     dropped.
+//
+// present says whether a device is still there; nil asks sysfs
+// (/sys/dev/block/MAJOR:MINOR and its devpath). Failures keep their entry
+// and are returned joined.
+func (m *Mounter) Reconcile(ctx context.Context, present func(Device) bool) (ReconcileReport, error) {
+	if present == nil {
+		present = m.presentInSysfs
+	}
+	var rep ReconcileReport
+	var errs []error
+	for _, e := range m.Entries() {
+		key := e.Device.DevNum()
+		release, ok := m.reserve(key)
+		if !ok {
+			continue // an operation on it is running; it will update the entry
+		}
+		m.mu.Lock()
+		e, ok = m.entries[key]
+		m.mu.Unlock()
+		if !ok {
+			release()
+			continue
+		}
+		isPresent := present(e.Device)
+		if isPresent && !e.Unmounted {
+			infos, err := readMounts(m.cfg.MountinfoPath)
+			if err != nil {
+				release()
+				return rep, err
+			}
+			at := mountsAt(infos, e.MountPoint)
+			if slices.ContainsFunc(at, func(mi *mountinfoInfo) bool { return isDeviceMount(mi, e.Device) }) {
+				rep.Kept = append(rep.Kept, e)
+				release()
+				continue
+			}
+		}
+		opCtx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+		res, outcome, err := m.cleanup(opCtx, key, e, !isPresent)
+		cancel()
+		release()
+		switch outcome {
+		case outcomeCleaned:
+			rep.Cleaned = append(rep.Cleaned, res.Entry)
+			if res.Lazy {
+				rep.Lazy = append(rep.Lazy, res.Entry)
+			}
+		case outcomeDropped:
+			rep.Dropped = append(rep.Dropped, res.Entry)
+		case outcomeFailed:
+			rep.Failed = append(rep.Failed, res.Entry)
+			errs = append(errs, err)
+		}
+	}
+	return rep, errors.Join(errs...)
+}
+
+// presentInSysfs reports whether a block device exists now: its
+// /sys/dev/block/MAJOR:MINOR link resolves, to the recorded devpath when
+// one was recorded (device numbers are reused).
+func (m *Mounter) presentInSysfs(dev Device) bool {
+	link := filepath.Join(m.cfg.SysPath, "dev", "block", dev.DevNum())
+	target, err := os.Readlink(link)
+	if err != nil {
+		return false
+	}
+	if dev.Devpath == "" {
+		return true
+	}
+	abs := filepath.Join(filepath.Dir(link), target)
+	return strings.TrimPrefix(abs, filepath.Clean(m.cfg.SysPath)) == dev.Devpath
+}

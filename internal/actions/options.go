@@ -1,0 +1,240 @@
+package actions
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// ErrOptionRefused is wrapped by every error of ValidateMountOption and
+// ValidateMountOptions.
+var ErrOptionRefused = errors.New("mount option refused")
+
+// Mount options a rule may add. Flag options become mount(2) flags (or
+// the same words for a FUSE helper); data options are passed only to the
+// drivers listed in their driver table entry and dropped, with a note in
+// the Plan, for the others. None takes a value: the data string is built
+// by hotplugd alone, from these words and numeric uid/gid.
+var (
+	ruleFlagOptions = []string{
+		"ro", "rw", "noatime", "nodiratime", "relatime", "strictatime",
+		"lazytime", "sync", "dirsync",
+	}
+	ruleDataOptions = []string{"flush", "discard"}
+)
+
+// atimeOptions are mutually exclusive: at most one per rule.
+var atimeOptions = []string{"noatime", "relatime", "strictatime"}
+
+// refusedOptions explains the options a user is most likely to try.
+var refusedOptions = map[string]string{
+	"exec":     `is not a mount option here: set "exec: true" on the mount action`,
+	"noexec":   "is always set unless the mount action sets exec: true",
+	"suid":     "is never allowed: removable media must not carry set-user-ID programs",
+	"dev":      "is never allowed: removable media must not carry device nodes",
+	"nosuid":   "is always set",
+	"nodev":    "is always set",
+	"uid":      "is not a mount option here: set owner on the mount action",
+	"gid":      "is not a mount option here: set owner on the mount action",
+	"user":     "is an fstab option, not a mount option",
+	"users":    "is an fstab option, not a mount option",
+	"owner":    "is an fstab option, not a mount option",
+	"remount":  "is never allowed",
+	"bind":     "is never allowed",
+	"defaults": "is implied: list only what to add",
+}
+
+// ValidateMountOption reports whether a rule may list opt in a mount
+// action's options. The rules loader calls it for each element so the
+// error can carry the element's position; the error wraps
+// ErrOptionRefused.
+func ValidateMountOption(opt string) error {
+	if opt == "" {
+		return fmt.Errorf("%w: empty option", ErrOptionRefused)
+	}
+	if i := strings.IndexFunc(opt, func(r rune) bool {
+		return r == ',' || r == '=' || r == '\\' || r == '"' || r == '\'' || r <= ' ' || r == 0x7f
+	}); i >= 0 {
+		what := fmt.Sprintf("%q", opt[i:i+1])
+		switch opt[i] {
+		case ',':
+			what = "a comma (list each option as its own element)"
+		case '\t':
+			what = "a tab"
+		case '\n':
+			what = "a newline"
+		case '=':
+			what = `"=" (options with values are not allowed; owner sets uid and gid)`
+		}
+		return fmt.Errorf("%w: %q contains %s", ErrOptionRefused, opt, what)
+	}
+	if why, ok := refusedOptions[opt]; ok {
+		return fmt.Errorf("%w: %q %s", ErrOptionRefused, opt, why)
+	}
+	if slices.Contains(ruleFlagOptions, opt) || slices.Contains(ruleDataOptions, opt) {
+		return nil
+	}
+	return fmt.Errorf("%w: %q is not an allowed mount option (allowed: %s)",
+		ErrOptionRefused, opt, strings.Join(AllowedMountOptions(), ", "))
+}
+
+// ValidateMountOptions checks every option with ValidateMountOption and
+// then the list as a whole: "ro" with "rw", or two of noatime, relatime
+// and strictatime, are refused. All problems are returned, joined.
+func ValidateMountOptions(opts []string) error {
+	var errs []error
+	for _, o := range opts {
+		if err := ValidateMountOption(o); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if slices.Contains(opts, "ro") && slices.Contains(opts, "rw") {
+		errs = append(errs, fmt.Errorf(`%w: "ro" and "rw" together`, ErrOptionRefused))
+	}
+	var atime []string
+	for _, a := range atimeOptions {
+		if slices.Contains(opts, a) {
+			atime = append(atime, a)
+		}
+	}
+	if len(atime) > 1 {
+		errs = append(errs, fmt.Errorf("%w: %s together (pick one)",
+			ErrOptionRefused, strings.Join(atime, " and ")))
+	}
+	return errors.Join(errs...)
+}
+
+// AllowedMountOptions lists the options ValidateMountOption accepts.
+func AllowedMountOptions() []string {
+	return slices.Concat(ruleFlagOptions, ruleDataOptions)
+}
+
+// AllowedFilesystems lists the filesystem types (as blkid/udev name them in
+// ID_FS_TYPE) that hotplugd mounts. Anything else is refused, so a device
+// cannot make the kernel load the module of an arbitrary, perhaps little
+// tested, filesystem driver.
+func AllowedFilesystems() []string {
+	types := make([]string, 0, len(filesystems))
+	for t := range filesystems {
+		types = append(types, t)
+	}
+	slices.Sort(types)
+	return types
+}
+
+// driver is one way to mount a filesystem type: a kernel filesystem or a
+// FUSE mount helper. The first usable driver of a type is chosen.
+type driver struct {
+	// kernel is the filesystem type given to mount(2); "" for helpers.
+	kernel string
+	// helpers are the names of the mount helper programs, tried in order
+	// in the configured helper directories.
+	helpers []string
+	// helperType is the type a helper's mount has in mountinfo.
+	helperType string
+	// owner: the driver takes uid= and gid= (filesystems without Unix
+	// ownership).
+	owner bool
+	// flags are forced flag options (iso9660 is read-only).
+	flags []string
+	// data are the udisks2-like defaults, after uid= and gid=.
+	data []string
+	// ruleData are the rule data options this driver understands.
+	ruleData []string
+}
+
+// name is how the driver is shown: the kernel type or the first helper.
+func (d driver) name() string {
+	if d.kernel != "" {
+		return d.kernel
+	}
+	return d.helpers[0]
+}
+
+// filesystems is the filesystem-type allow-list with each type's drivers in
+// order of preference. The defaults follow udisks2's mount_options.conf.
+var filesystems = map[string][]driver{
+	"ext2":  {{kernel: "ext2", data: []string{"errors=remount-ro"}, ruleData: []string{"discard"}}},
+	"ext3":  {{kernel: "ext3", data: []string{"errors=remount-ro"}, ruleData: []string{"discard"}}},
+	"ext4":  {{kernel: "ext4", data: []string{"errors=remount-ro"}, ruleData: []string{"discard"}}},
+	"btrfs": {{kernel: "btrfs", ruleData: []string{"discard"}}},
+	"xfs":   {{kernel: "xfs", ruleData: []string{"discard"}}},
+	"f2fs":  {{kernel: "f2fs", ruleData: []string{"discard"}}},
+	"vfat": {{kernel: "vfat", owner: true,
+		data:     []string{"shortname=mixed", "utf8=1", "showexec", "flush"},
+		ruleData: []string{"flush", "discard"}}},
+	"exfat": {
+		{kernel: "exfat", owner: true,
+			data:     []string{"iocharset=utf8", "errors=remount-ro"},
+			ruleData: []string{"discard"}},
+		{helpers: []string{"mount.exfat-fuse", "mount.exfat"}, helperType: "fuseblk", owner: true},
+	},
+	"ntfs": {
+		{kernel: "ntfs3", owner: true, data: []string{"windows_names"}, ruleData: []string{"discard"}},
+		{helpers: []string{"mount.ntfs-3g", "ntfs-3g"}, helperType: "fuseblk", owner: true,
+			data: []string{"windows_names"}},
+	},
+	"iso9660": {{kernel: "iso9660", owner: true, flags: []string{"ro"},
+		data: []string{"iocharset=utf8", "mode=0400", "dmode=0500"}}},
+	"udf": {{kernel: "udf", owner: true, data: []string{"iocharset=utf8"}}},
+}
+
+// builtOptions are the options of one mount, all chosen by hotplugd.
+type builtOptions struct {
+	flags   []string // flag options: always nosuid, nodev, and noexec unless exec
+	data    []string // the data string's elements
+	ignored []string // rule options this driver does not take, with why
+}
+
+// all is the whole list as mount(8) and a FUSE helper's -o take it.
+func (o builtOptions) all() string {
+	return strings.Join(slices.Concat(o.flags, o.data), ",")
+}
+
+// buildOptions makes the options of a mount with driver d. Rule options
+// must have passed ValidateMountOptions; they are checked again here so an
+// unchecked caller cannot smuggle anything into the data string.
+func buildOptions(d driver, req MountRequest) (builtOptions, error) {
+	if err := ValidateMountOptions(req.Options); err != nil {
+		return builtOptions{}, err
+	}
+	var o builtOptions
+	o.flags = []string{"nosuid", "nodev"}
+	if !req.Exec {
+		o.flags = append(o.flags, "noexec")
+	}
+	for _, f := range d.flags {
+		if !slices.Contains(o.flags, f) {
+			o.flags = append(o.flags, f)
+		}
+	}
+	if d.owner {
+		o.data = append(o.data,
+			"uid="+strconv.FormatUint(uint64(req.UID), 10),
+			"gid="+strconv.FormatUint(uint64(req.GID), 10))
+	}
+	o.data = append(o.data, d.data...)
+	for _, opt := range req.Options {
+		switch {
+		case slices.Contains(ruleFlagOptions, opt):
+			if opt == "rw" {
+				if slices.Contains(d.flags, "ro") {
+					o.ignored = append(o.ignored, fmt.Sprintf("rw (%s is mounted read-only)", d.name()))
+				}
+				continue // read-write is the default
+			}
+			if !slices.Contains(o.flags, opt) {
+				o.flags = append(o.flags, opt)
+			}
+		case slices.Contains(d.ruleData, opt):
+			if !slices.Contains(o.data, opt) {
+				o.data = append(o.data, opt)
+			}
+		default:
+			o.ignored = append(o.ignored, fmt.Sprintf("%s (not an option of %s)", opt, d.name()))
+		}
+	}
+	return o, nil
+}
