@@ -12,4 +12,4 @@ require (
 
 require go.yaml.in/yaml/v3 v3.0.6
 
-require github.com/moby/sys/mountinfo v0.7.3 // indirect
+require github.com/moby/sys/mountinfo v0.7.3

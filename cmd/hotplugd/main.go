@@ -29,6 +29,8 @@ func commands() map[string]command {
 	return map[string]command{
 		"version": {"print version and build information", runVersion},
 		"monitor": {"print live uevents", runMonitor},
+		"check":   {"validate a rules file", runCheck},
+		"test":    {"dry-run one event through the rules", runTest},
 	}
 }
 

@@ -43,8 +43,8 @@ func NewLogger(stderr io.Writer, lv *slog.LevelVar) *slog.Logger {
 // level, and every attribute is also a field of its own (RULE=, DEVPATH=),
 // for `journalctl RULE=usb-automount`.
 type journalHandler struct {
-	level slog.Leveler
-	send  func(string, journal.Priority, map[string]string) error
+	level  slog.Leveler
+	send   func(string, journal.Priority, map[string]string) error
 	fields map[string]string // from WithAttrs, already named
 	group  string
 

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, content string, mode os.FileMode) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.yaml", "rules:\n  - name: a\n    match: action == \"add\"\n", 0o644)
+	bad := write("bad.yaml", "settings:\n  workers: many\nrules:\n  - name: a\n    match: nope\n  - name: a\n    match: 'true'\n    actions: [{exec: {}}]\n", 0o644)
+	open := write("open.yaml", "rules: []\n", 0o666)
+
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{"valid", []string{"check", "--config", good}, 0, good + ": ok, 1 rule\n", ""},
+		{"every problem", []string{"check", "--config", bad}, 1, "",
+			bad + ":2:12: workers must be a whole number from 1 to 1024\n" +
+				bad + ":5:12: rule \"a\": match: unknown name nope\n" +
+				bad + ":6:11: rule \"a\": duplicate rule name (first at line 4)\n" +
+				bad + ":8:16: rule \"a\": unknown action \"exec\" (want run, mount, unmount or notify)\n"},
+		{"writable by others", []string{"check", "--config", open}, 0, open + ": ok, 0 rules\n",
+			open + ": warning: file " + open + " is writable by its group and others (mode 0666); the daemon will refuse it\n"},
+		{"missing", []string{"check", "--config", filepath.Join(dir, "nope.yaml")}, 1, "",
+			"hotplugd: open " + filepath.Join(dir, "nope.yaml") + ": no such file or directory\n"},
+		{"stray argument", []string{"check", "x"}, 2, "", "hotplugd check: unexpected argument \"x\"\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, code := runCmd(t, tt.args...)
+			if code != tt.code {
+				t.Errorf("exit status %d, want %d", code, tt.code)
+			}
+			want := "--- stdout\n" + tt.stdout + "--- stderr\n" + tt.stderr
+			if tt.name == "stray argument" {
+				// Followed by the usage text.
+				if !strings.Contains(got, want) {
+					t.Errorf("got:\n%s\nwant it to contain:\n%s", got, want)
+				}
+				return
+			}
+			if !strings.HasSuffix(got, want) {
+				t.Errorf("got:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+// TestShippedConfigs checks every rules file the project ships, and the
+// commented-out example of the default file once uncommented.
+func TestShippedConfigs(t *testing.T) {
+	paths, _ := filepath.Glob("../../configs/examples/*.yaml")
+	if len(paths) < 6 {
+		t.Errorf("%d examples, want at least 6", len(paths))
+	}
+	paths = append([]string{"../../configs/rules.yaml"}, paths...)
+	for _, p := range paths {
+		got, code := runCmd(t, "check", "--config", p)
+		if code != 0 || !strings.Contains(got, p+": ok, ") {
+			t.Errorf("%s:\n%s", p, got)
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(string(data), "# ") {
+			t.Errorf("%s does not start with a comment saying what it does", p)
+		}
+	}
+
+	data, err := os.ReadFile("../../configs/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	uncommented := 0
+	in := false
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "  # - name: ") {
+			in = true
+		}
+		if in && strings.HasPrefix(line, "  #   ") || in && strings.HasPrefix(line, "  # - ") {
+			out = append(out, "  "+line[4:])
+			uncommented++
+			continue
+		}
+		in = in && strings.HasPrefix(line, "  #")
+		out = append(out, line)
+	}
+	if uncommented == 0 {
+		t.Fatal("configs/rules.yaml has no commented-out rule")
+	}
+	p := filepath.Join(t.TempDir(), "uncommented.yaml")
+	if err := os.WriteFile(p, []byte(strings.Join(out, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, code := runCmd(t, "check", "--config", p); code != 0 || !strings.Contains(got, ": ok, 2 rules") {
+		t.Errorf("the commented-out rule of configs/rules.yaml, uncommented:\n%s\n%s", strings.Join(out, "\n"), got)
+	}
+}

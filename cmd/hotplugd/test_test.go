@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+)
+
+var updateGolden = flag.Bool("update", false, "rewrite the testdata/*.golden files of `hotplugd test`")
+
+// runCmd runs hotplugd in-process and returns a transcript of the call:
+// its arguments, exit status, stdout and stderr.
+func runCmd(t *testing.T, args ...string) (transcript string, code int) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), args, &stdout, &stderr)
+	var ee exitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		code = int(ee)
+	default:
+		code = 1
+		fmt.Fprintf(&stderr, "hotplugd: %v\n", err)
+	}
+	return fmt.Sprintf("$ hotplugd %s\nexit status %d\n--- stdout\n%s--- stderr\n%s",
+		strings.Join(args, " "), code, stdout.String(), stderr.String()), code
+}
+
+// golden compares got with testdata/name.golden, or rewrites it with
+// -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *updateGolden {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Errorf("%s differs (-want +got); if the change is right, run go test -update:\n%s", path, diff)
+	}
+}
+
+// TestDryRunGolden runs `hotplugd test` on recorded events against
+// testdata/rules.yaml.
+func TestDryRunGolden(t *testing.T) {
+	const rules = "testdata/rules.yaml"
+	tests := []struct {
+		name string
+		args []string
+		code int
+	}{
+		{"loop0p1-add-kernel", []string{"--event", "testdata/loop0p1-partition-add.kernel"}, 0},
+		{"loop0p1-add-udev", []string{"--event", "testdata/loop0p1-partition-add.udev"}, 0},
+		{"loop0p1-remove-kernel", []string{"--event", "testdata/loop0p1-partition-remove.kernel"}, 0},
+		{"net-lo-change", []string{"--event", "testdata/net-lo-change.kernel"}, 0},
+		{"usb-stick-json", []string{"--event", "testdata/usb-stick-add.json"}, 0},
+		{"usb-stick-json-remove", []string{"--event", "testdata/usb-stick-add.json", "--action", "remove"}, 0},
+		{"usb-stick-text", []string{"--event", "testdata/usb-stick-add.txt"}, 0},
+		{"hostile-label", []string{"--event", "testdata/hostile-label.json"}, 0},
+		{"key-value", []string{
+			"DEVPATH=/devices/pci0000:00/0000:00:14.0/usb1/1-4/1-4:1.0/host2/target2:0:0/2:0:0:0/block/sde/sde1",
+			"SUBSYSTEM=block", "DEVTYPE=partition", "DEVNAME=/dev/sde1", "--action", "add",
+			"ID_FS_USAGE=filesystem", "ID_FS_TYPE=ext4", "ID_FS_UUID=5E2F-1A3B", "ID_FS_LABEL=backup",
+		}, 0},
+		{"key-value-net", []string{"DEVPATH=/devices/virtual/net/lo", "SUBSYSTEM=net", "INTERFACE=lo", "ACTION=change"}, 0},
+		{"no-event", nil, 2},
+		{"two-events", []string{"--event", "testdata/usb-stick-add.json", "SUBSYSTEM=block"}, 2},
+		{"bad-key-value", []string{"SUBSYSTEM=block", "ACTION=add"}, 1},
+		{"not-key-value", []string{"DEVPATH=/devices/x", "SUBSYSTEM=block", "oops"}, 1},
+		{"bad-action", []string{"--event", "testdata/net-lo-change.kernel", "--action", "explode"}, 1},
+		{"missing-event-file", []string{"--event", "testdata/nope"}, 1},
+		{"not-an-event", []string{"--event", "testdata/rules.yaml"}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"test", "--config", rules}, tt.args...)
+			got, code := runCmd(t, args...)
+			if code != tt.code {
+				t.Errorf("exit status %d, want %d", code, tt.code)
+			}
+			golden(t, "test-"+tt.name, got)
+		})
+	}
+}
+
+func TestDryRunBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(path, []byte("rules:\n  - name: a\n    match: nope\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"test", "--config", path, "--event", "testdata/net-lo-change.kernel"}, &stdout, &stderr)
+	if err != exitError(1) || stdout.Len() != 0 || stderr.String() != path+":3:12: rule \"a\": match: unknown name nope\n" {
+		t.Errorf("err %v, stdout %q, stderr %q", err, stdout.String(), stderr.String())
+	}
+}
+
+func TestParseEvent(t *testing.T) {
+	tests := []struct {
+		name, in, action string
+		want             string // ACTION DEVPATH SUBSYSTEM SEQNUM, or the error
+	}{
+		{"newline", "ACTION=add\nDEVPATH=/devices/a\nSUBSYSTEM=block\n", "", "add /devices/a block 0"},
+		{"crlf and comments", "# x\r\nACTION=add\r\n\r\nDEVPATH=/devices/a\r\nSUBSYSTEM=block\r\nSEQNUM=7\r\n", "", "add /devices/a block 7"},
+		{"kernel header", "add@/devices/a\x00ACTION=add\x00DEVPATH=/devices/a\x00SUBSYSTEM=block\x00SEQNUM=3\x00", "", "add /devices/a block 3"},
+		{"header only", "remove@/devices/a\nSUBSYSTEM=usb\n", "", "remove /devices/a usb 0"},
+		{"action override", "remove@/devices/a\nSUBSYSTEM=usb\n", "bind", "bind /devices/a usb 0"},
+		{"header mismatch", "add@/devices/a\nACTION=remove\nDEVPATH=/devices/a\nSUBSYSTEM=usb\n", "", `header disagrees with properties: header ACTION "add", property "remove"`},
+		{"value with = and @", "ACTION=add\nDEVPATH=/devices/a\nSUBSYSTEM=net\nX=a=b@c\n", "", "add /devices/a net 0"},
+		{"udevadm monitor", "UDEV  [1234.567890] add      /devices/a (block)\nACTION=add\nDEVPATH=/devices/a\nSUBSYSTEM=block\nSEQNUM=12\n", "", "add /devices/a block 12"},
+		{"json", `{"action":"change","devpath":"/devices/b","subsystem":"net","env":{"INTERFACE":"lo"}}`, "", "change /devices/b net 0"},
+		{"no devpath", "ACTION=add\nSUBSYSTEM=block\n", "", "no DEVPATH"},
+		{"devpath escape", "ACTION=add\nDEVPATH=/devices/../etc\nSUBSYSTEM=block\n", "", `bad DEVPATH: "/devices/../etc"`},
+		{"not key=value", "ACTION=add\nwhat\n", "", `line 2: "what" is not KEY=VALUE`},
+	}
+	for _, tt := range tests {
+		ev, err := parseEvent([]byte(tt.in), tt.action)
+		got := fmt.Sprintf("%s %s %s %d", ev.Action, ev.DevPath, ev.Subsystem, ev.Seqnum)
+		if err != nil {
+			got = err.Error()
+		}
+		if got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestDryRunSyspath builds the event of a real device from /sys: the
+// loopback interface, present on every Linux machine.
+func TestDryRunSyspath(t *testing.T) {
+	if _, err := os.Stat("/sys/class/net/lo/uevent"); err != nil {
+		t.Skip("no /sys/class/net/lo:", err)
+	}
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rules.yaml")
+	rules := `rules:
+  - name: lo
+    match: subsystem == "net" && env.INTERFACE == "lo" && attr("mtu") != "" && attr("address") == "00:00:00:00:00:00"
+    actions:
+      - notify: {message: "{{ action }} {{ env.INTERFACE }} mtu {{ attr(\"mtu\") }} on a usb? {{ has_parent(\"usb\") }}"}
+`
+	if err := os.WriteFile(path, []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, code := runCmd(t, "test", "--config", path, "--syspath", "/sys/class/net/lo", "--action", "change")
+	if code != 0 {
+		t.Fatalf("exit status %d:\n%s", code, got)
+	}
+	for _, want := range []string{
+		"event: change /devices/virtual/net/lo (net)\n",
+		"  INTERFACE=lo\n",
+		"  source=test\n",
+		"rule lo (" + path + ":2:5): matched\n",
+		`  notify "change lo mtu `,
+		` on a usb? false"`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+
+	got, code = runCmd(t, "test", "--config", path, "--syspath", "/etc")
+	if code != 1 || !strings.Contains(got, "hotplugd test: /etc is not a device under /sys/devices\n") {
+		t.Errorf("--syspath /etc: exit %d\n%s", code, got)
+	}
+}
+
+func TestQuoting(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                `""`,
+		"/dev/sdb1":       "/dev/sdb1",
+		"a b":             `"a b"`,
+		"$(reboot)":       `"$(reboot)"`,
+		"x\x1b[2J":        `"x\x1b[2J"`,
+		"--label=PHOTOS,": "--label=PHOTOS,",
+	} {
+		if got := quoteArg(in); got != want {
+			t.Errorf("quoteArg(%q) = %s, want %s", in, got, want)
+		}
+	}
+	for in, want := range map[string]string{
+		"PHOTOS 2024": "PHOTOS 2024",
+		" x":          `" x"`,
+		"a\nb":        `"a\nb"`,
+		"\x1b]0;pwn":  `"\x1b]0;pwn"`,
+	} {
+		if got := display(in); got != want {
+			t.Errorf("display(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,70 @@
+package rules
+
+import "github.com/hotplugd/hotplugd/internal/uevent"
+
+// Device answers the questions an expression may ask about the device of
+// an event beyond its properties: sysfs attributes, ancestors and the
+// filesystem on it. The daemon adapts internal/device to it; every method
+// returns "" or false for what is unknown, never an error, and may be
+// called from the goroutine that calls Match only.
+type Device interface {
+	// Attr is the sysfs attribute name of the device itself.
+	Attr(name string) string
+	// Attrs is the first value of attribute name found walking up from
+	// the device through its parents, like udev's ATTRS{}.
+	Attrs(name string) string
+	// HasParent reports whether an ancestor of the given subsystem (and
+	// devtype, when not "") exists, like udev's SUBSYSTEMS==.
+	HasParent(subsystem, devtype string) bool
+	// FS is the filesystem on a block device. It may probe the device, so
+	// it is called only when an expression reads fs.*, at most once per
+	// event.
+	FS() FS
+}
+
+// FS describes the filesystem on a block device, as blkid reports it.
+// Fields are "" when unknown.
+type FS struct {
+	Type    string `expr:"type"`    // ext4, vfat, ... (ID_FS_TYPE)
+	Label   string `expr:"label"`   // ID_FS_LABEL
+	UUID    string `expr:"uuid"`    // ID_FS_UUID
+	Usage   string `expr:"usage"`   // filesystem, raid, crypto, other (ID_FS_USAGE)
+	Version string `expr:"version"` // ID_FS_VERSION
+}
+
+// FSFromEvent returns the filesystem the event's ID_FS_* properties
+// describe (udev events and recorded test events carry them).
+func FSFromEvent(ev *uevent.Event) FS {
+	return FS{
+		Type:    ev.Get("ID_FS_TYPE"),
+		Label:   ev.Get("ID_FS_LABEL"),
+		UUID:    ev.Get("ID_FS_UUID"),
+		Usage:   ev.Get("ID_FS_USAGE"),
+		Version: ev.Get("ID_FS_VERSION"),
+	}
+}
+
+// EventOnly is the Device of an event whose device cannot be asked: a
+// test event, or a remove event of a device nothing is known about. It
+// answers fs.* from the event's ID_FS_* properties and nothing else.
+type EventOnly struct {
+	Event *uevent.Event
+}
+
+// Attr returns "": there is no sysfs to read.
+func (EventOnly) Attr(string) string { return "" }
+
+// Attrs returns "": there is no sysfs to read.
+func (EventOnly) Attrs(string) string { return "" }
+
+// HasParent returns false: the event does not name its ancestors'
+// subsystems.
+func (EventOnly) HasParent(string, string) bool { return false }
+
+// FS returns FSFromEvent of the event.
+func (d EventOnly) FS() FS {
+	if d.Event == nil {
+		return FS{}
+	}
+	return FSFromEvent(d.Event)
+}
