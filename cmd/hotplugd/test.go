@@ -328,21 +328,11 @@ func syspathEvent(syspath, action string, stderr io.Writer) (uevent.Event, rules
 		// questions are answered from sysfs as they were for its add
 		// (on a real remove the device database answers the same).
 		d := m.For(ev)
-		return out, sysDevice{d}, func() { d.Done(); m.Close() }, nil
+		return out, d, func() { d.Done(); m.Close() }, nil
 	}
 	m.Close()
 	return uevent.Event{}, nil, nil, fmt.Errorf("cannot read the uevent file of %s", syspath)
 }
-
-// sysDevice adapts a *device.Device to the rules.
-type sysDevice struct{ d *device.Device }
-
-func (s sysDevice) Attr(name string) string  { return s.d.Attr(name) }
-func (s sysDevice) Attrs(name string) string { return s.d.Attrs(name) }
-func (s sysDevice) HasParent(subsystem, devtype string) bool {
-	return s.d.HasParent(subsystem, devtype)
-}
-func (s sysDevice) FS() rules.FS { return rules.FS(s.d.FS()) }
 
 // dryRun prints the event, then every rule with its outcome and, for a
 // matched rule, what each of its actions would do.

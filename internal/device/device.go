@@ -50,12 +50,13 @@ type Config struct {
 // FS is what a filesystem probe found: the fs.* variables of the rules.
 // Label and UUID are device-controlled bytes, kept exactly as the
 // superblock holds them.
+// The expr tags are the names rules use (fs.type, fs.label, ...).
 type FS struct {
-	Type    string // "ext4", "vfat", "crypto_LUKS", ...
-	Label   string
-	UUID    string
-	Usage   string // "filesystem", "crypto", "raid", "other"
-	Version string
+	Type    string `expr:"type"` // "ext4", "vfat", "crypto_LUKS", ...
+	Label   string `expr:"label"`
+	UUID    string `expr:"uuid"`
+	Usage   string `expr:"usage"` // "filesystem", "crypto", "raid", "other"
+	Version string `expr:"version"`
 }
 
 // Stats counts what a Manager did.

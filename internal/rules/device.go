@@ -1,6 +1,9 @@
 package rules
 
-import "github.com/hotplugd/hotplugd/internal/uevent"
+import (
+	"github.com/hotplugd/hotplugd/internal/device"
+	"github.com/hotplugd/hotplugd/internal/uevent"
+)
 
 // Device answers the questions an expression may ask about the device of
 // an event beyond its properties: sysfs attributes, ancestors and the
@@ -22,15 +25,9 @@ type Device interface {
 	FS() FS
 }
 
-// FS describes the filesystem on a block device, as blkid reports it.
-// Fields are "" when unknown.
-type FS struct {
-	Type    string `expr:"type"`    // ext4, vfat, ... (ID_FS_TYPE)
-	Label   string `expr:"label"`   // ID_FS_LABEL
-	UUID    string `expr:"uuid"`    // ID_FS_UUID
-	Usage   string `expr:"usage"`   // filesystem, raid, crypto, other (ID_FS_USAGE)
-	Version string `expr:"version"` // ID_FS_VERSION
-}
+// FS describes the filesystem on a block device (fs.type, fs.label,
+// fs.uuid, fs.usage, fs.version); fields are "" when unknown.
+type FS = device.FS
 
 // FSFromEvent returns the filesystem the event's ID_FS_* properties
 // describe (udev events and recorded test events carry them).
