@@ -3,6 +3,7 @@ package actions
 import (
 	"errors"
 	"fmt"
+	"github.com/hotplugd/hotplugd/internal/rules"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,91 +26,27 @@ var (
 	ruleDataOptions = []string{"flush", "discard"}
 )
 
-// atimeOptions are mutually exclusive: at most one per rule.
-var atimeOptions = []string{"noatime", "relatime", "strictatime"}
-
-// refusedOptions explains the options a user is most likely to try.
-var refusedOptions = map[string]string{
-	"exec":     `is not a mount option here: set "exec: true" on the mount action`,
-	"noexec":   "is always set unless the mount action sets exec: true",
-	"suid":     "is never allowed: removable media must not carry set-user-ID programs",
-	"dev":      "is never allowed: removable media must not carry device nodes",
-	"nosuid":   "is always set",
-	"nodev":    "is always set",
-	"uid":      "is not a mount option here: set owner on the mount action",
-	"gid":      "is not a mount option here: set owner on the mount action",
-	"user":     "is an fstab option, not a mount option",
-	"users":    "is an fstab option, not a mount option",
-	"owner":    "is an fstab option, not a mount option",
-	"remount":  "is never allowed",
-	"bind":     "is never allowed",
-	"defaults": "is implied: list only what to add",
-}
-
 // ValidateMountOption reports whether a rule may list opt in a mount
-// action's options. The rules loader calls it for each element so the
-// error can carry the element's position; the error wraps
-// ErrOptionRefused.
+// action's options; the rules loader applies the same check, with
+// positions. The error wraps ErrOptionRefused.
 func ValidateMountOption(opt string) error {
-	if opt == "" {
-		return fmt.Errorf("%w: empty option", ErrOptionRefused)
+	if err := rules.CheckMountOption(opt); err != nil {
+		return fmt.Errorf("%w: %w", ErrOptionRefused, err)
 	}
-	if i := strings.IndexFunc(opt, func(r rune) bool {
-		return r == ',' || r == '=' || r == '\\' || r == '"' || r == '\'' || r <= ' ' || r == 0x7f
-	}); i >= 0 {
-		what := fmt.Sprintf("%q", opt[i:i+1])
-		switch opt[i] {
-		case ',':
-			what = "a comma (list each option as its own element)"
-		case '\t':
-			what = "a tab"
-		case '\n':
-			what = "a newline"
-		case '=':
-			what = `"=" (options with values are not allowed; owner sets uid and gid)`
-		}
-		return fmt.Errorf("%w: %q contains %s", ErrOptionRefused, opt, what)
-	}
-	if why, ok := refusedOptions[opt]; ok {
-		return fmt.Errorf("%w: %q %s", ErrOptionRefused, opt, why)
-	}
-	if slices.Contains(ruleFlagOptions, opt) || slices.Contains(ruleDataOptions, opt) {
-		return nil
-	}
-	return fmt.Errorf("%w: %q is not an allowed mount option (allowed: %s)",
-		ErrOptionRefused, opt, strings.Join(AllowedMountOptions(), ", "))
+	return nil
 }
 
-// ValidateMountOptions checks every option with ValidateMountOption and
-// then the list as a whole: "ro" with "rw", or two of noatime, relatime
-// and strictatime, are refused. All problems are returned, joined.
+// ValidateMountOptions checks every option and the list as a whole ("ro"
+// with "rw", or two atime options, are refused); all problems joined.
 func ValidateMountOptions(opts []string) error {
-	var errs []error
-	for _, o := range opts {
-		if err := ValidateMountOption(o); err != nil {
-			errs = append(errs, err)
-		}
+	if err := rules.CheckMountOptions(opts); err != nil {
+		return fmt.Errorf("%w: %w", ErrOptionRefused, err)
 	}
-	if slices.Contains(opts, "ro") && slices.Contains(opts, "rw") {
-		errs = append(errs, fmt.Errorf(`%w: "ro" and "rw" together`, ErrOptionRefused))
-	}
-	var atime []string
-	for _, a := range atimeOptions {
-		if slices.Contains(opts, a) {
-			atime = append(atime, a)
-		}
-	}
-	if len(atime) > 1 {
-		errs = append(errs, fmt.Errorf("%w: %s together (pick one)",
-			ErrOptionRefused, strings.Join(atime, " and ")))
-	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // AllowedMountOptions lists the options ValidateMountOption accepts.
-func AllowedMountOptions() []string {
-	return slices.Concat(ruleFlagOptions, ruleDataOptions)
-}
+func AllowedMountOptions() []string { return rules.MountOptions() }
 
 // AllowedFilesystems lists the filesystem types (as blkid/udev name them in
 // ID_FS_TYPE) that hotplugd mounts. Anything else is refused, so a device

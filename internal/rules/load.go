@@ -665,16 +665,16 @@ func (l *loader) loadMount(n *yaml.Node, pos Pos) *MountSpec {
 			if !ok {
 				continue
 			}
-			if msg := checkMountOption(o); msg != "" {
-				l.errAt(item, "%s", msg)
+			if err := CheckMountOption(o); err != nil {
+				l.errAt(item, "%s", err)
 				continue
 			}
 			if !slices.Contains(s.Options, o) {
 				s.Options = append(s.Options, o)
 			}
 		}
-		for _, msg := range checkMountOptionSet(s.Options) {
-			l.errAt(v.val, "%s", msg)
+		for _, err := range checkMountOptionSet(s.Options) {
+			l.errAt(v.val, "%s", err)
 		}
 	}
 	if v, ok := f["owner"]; ok {
@@ -719,36 +719,50 @@ var refusedMountOptions = map[string]string{
 	"defaults": "is implied: list only what to add",
 }
 
-// checkMountOption returns why o may not be added to a mount, or "".
+// CheckMountOption returns why a rule may not add o to a mount, or nil.
 // Options never come from a device; the allow-list keeps rules from
-// undoing nosuid/nodev or smuggling a second option in with ",".
-func checkMountOption(o string) string {
+// undoing nosuid/nodev or smuggling a second option in with ",". The
+// mounter (internal/actions) applies the same check.
+func CheckMountOption(o string) error {
 	switch {
 	case o == "":
-		return "mount option is empty"
+		return errors.New("mount option is empty")
 	case strings.Contains(o, ","):
-		return fmt.Sprintf("mount option %q contains \",\"; give each option as its own list item", o)
+		return fmt.Errorf("mount option %q contains \",\"; give each option as its own list item", o)
 	case strings.ContainsFunc(o, func(r rune) bool { return r <= ' ' || r == 0x7f }):
-		return fmt.Sprintf("mount option %q contains a space or control character", o)
+		return fmt.Errorf("mount option %q contains a space or control character", o)
 	}
 	key, _, hasVal := strings.Cut(o, "=")
 	if why, ok := refusedMountOptions[key]; ok {
-		return fmt.Sprintf("mount option %q %s", key, why)
+		return fmt.Errorf("mount option %q %s", key, why)
 	}
 	if hasVal {
-		return fmt.Sprintf("mount option %q: options with values are not allowed", o)
+		return fmt.Errorf("mount option %q: options with values are not allowed", o)
 	}
 	if slices.Contains(mountOptions, o) {
-		return ""
+		return nil
 	}
-	return fmt.Sprintf("mount option %q is not on the allow-list (%s)", o, strings.Join(mountOptions, ", "))
+	return fmt.Errorf("mount option %q is not on the allow-list (%s)", o, strings.Join(mountOptions, ", "))
 }
 
+// CheckMountOptions checks each option, then the list as a whole, and
+// returns every problem joined.
+func CheckMountOptions(opts []string) error {
+	var errs []error
+	for _, o := range opts {
+		errs = append(errs, CheckMountOption(o))
+	}
+	return errors.Join(append(errs, checkMountOptionSet(opts)...)...)
+}
+
+// MountOptions lists the options a rule may add to a mount.
+func MountOptions() []string { return slices.Clone(mountOptions) }
+
 // checkMountOptionSet returns why options may not go together.
-func checkMountOptionSet(opts []string) []string {
-	var msgs []string
+func checkMountOptionSet(opts []string) []error {
+	var errs []error
 	if slices.Contains(opts, "ro") && slices.Contains(opts, "rw") {
-		msgs = append(msgs, `mount options "ro" and "rw" contradict each other`)
+		errs = append(errs, errors.New(`mount options "ro" and "rw" contradict each other`))
 	}
 	var atime []string
 	for _, a := range atimeOptions {
@@ -757,9 +771,9 @@ func checkMountOptionSet(opts []string) []string {
 		}
 	}
 	if len(atime) > 1 {
-		msgs = append(msgs, fmt.Sprintf("mount options %s contradict each other (pick one)", strings.Join(atime, " and ")))
+		errs = append(errs, fmt.Errorf("mount options %s contradict each other (pick one)", strings.Join(atime, " and ")))
 	}
-	return msgs
+	return errs
 }
 
 func (l *loader) loadNotify(n *yaml.Node, pos Pos) *NotifySpec {
