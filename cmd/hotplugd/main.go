@@ -27,6 +27,7 @@ type command struct {
 // commands is the table of subcommands; each lives in its own file.
 func commands() map[string]command {
 	return map[string]command{
+		"run":     {"run the daemon in the foreground", runRun},
 		"version": {"print version and build information", runVersion},
 		"monitor": {"print live uevents", runMonitor},
 		"check":   {"validate a rules file", runCheck},

@@ -81,9 +81,19 @@ func max1(n int) int {
 	return n
 }
 
-// Submit queues ev, blocking while the queue is full. It returns false if
-// the dispatcher is closed or ctx ends first.
-func (d *dispatcher) Submit(ctx context.Context, ev *uevent.Event) bool {
+// submitted is what Submit did with an event.
+type submitted uint8
+
+const (
+	queued    submitted = iota
+	refused             // the dispatcher is closed or ctx ended
+	duplicate           // its SEQNUM was seen already
+	coalesced           // a second "add" of a device in the coldplug window
+)
+
+// Submit queues ev, blocking while the queue is full, until the
+// dispatcher closes or ctx ends (see wakeOnDone).
+func (d *dispatcher) Submit(ctx context.Context, ev *uevent.Event) submitted {
 	d.submitted.Add(1)
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -91,16 +101,16 @@ func (d *dispatcher) Submit(ctx context.Context, ev *uevent.Event) bool {
 		d.cond.Wait()
 	}
 	if d.closed || ctx.Err() != nil {
-		return false
+		return refused
 	}
 	if ev.Seqnum != 0 && !d.seen.add(ev.Seqnum) {
 		d.duplicates.Add(1)
-		return true
+		return duplicate
 	}
 	if d.adds != nil && ev.Action == "add" {
 		if d.adds[ev.DevPath] {
 			d.coalesced.Add(1)
-			return true
+			return coalesced
 		}
 		d.adds[ev.DevPath] = true
 	}
@@ -114,10 +124,11 @@ func (d *dispatcher) Submit(ctx context.Context, ev *uevent.Event) bool {
 	g.queue = append(g.queue, item{ev: ev, arrival: d.arrival})
 	d.queued++
 	d.startReady(ctx)
-	return true
+	return queued
 }
 
-// wakeOnDone makes waiters in Submit notice ctx's end.
+// wakeOnDone makes waiters in Submit notice ctx's end; call it once per
+// context that Submit is given.
 func (d *dispatcher) wakeOnDone(ctx context.Context) (stop func() bool) {
 	return context.AfterFunc(ctx, func() {
 		d.mu.Lock()

@@ -37,7 +37,7 @@ func TestDispatchOrderPerDeviceWhileAnotherIsSlow(t *testing.T) {
 	d.Submit(ctx, ev(1, "add", "/devices/slow"))
 	<-slowStarted
 	for i := uint64(2); i < n+2; i++ {
-		if !d.Submit(ctx, ev(i, "change", "/devices/virtual/net/lo")) {
+		if d.Submit(ctx, ev(i, "change", "/devices/virtual/net/lo")) != queued {
 			t.Fatal("Submit refused")
 		}
 	}
@@ -139,7 +139,7 @@ func TestDispatchBoundedQueueBlocks(t *testing.T) {
 	for i := range 3 {
 		d.Submit(ctx, ev(uint64(i+1), "change", "/devices/x"))
 	}
-	blocked := make(chan bool)
+	blocked := make(chan submitted)
 	go func() { blocked <- d.Submit(ctx, ev(4, "change", "/devices/x")) }()
 	select {
 	case <-blocked:
@@ -150,8 +150,8 @@ func TestDispatchBoundedQueueBlocks(t *testing.T) {
 		t.Errorf("queued %d, want 3", q)
 	}
 	cancel()
-	if ok := <-blocked; ok {
-		t.Error("Submit after cancel reported queued")
+	if got := <-blocked; got != refused {
+		t.Errorf("Submit after cancel = %d, want refused", got)
 	}
 	close(release)
 	d.Drain()
@@ -168,16 +168,21 @@ func TestDispatchDuplicatesAndColdplug(t *testing.T) {
 		mu.Unlock()
 	})
 	ctx := context.Background()
-	d.Submit(ctx, ev(7, "change", "/devices/a"))
-	d.Submit(ctx, ev(7, "change", "/devices/a"))
+	want := func(got, want submitted) {
+		t.Helper()
+		if got != want {
+			t.Errorf("Submit = %d, want %d", got, want)
+		}
+	}
+	want(d.Submit(ctx, ev(7, "change", "/devices/a")), queued)
+	want(d.Submit(ctx, ev(7, "change", "/devices/a")), duplicate)
 	d.beginColdplug()
-	live := ev(8, "add", "/devices/b")
-	d.Submit(ctx, live)
+	want(d.Submit(ctx, ev(8, "add", "/devices/b")), queued)
 	cold := &uevent.Event{Action: "add", DevPath: "/devices/b", Subsystem: "block", Source: uevent.SourceColdplug}
-	d.Submit(ctx, cold)
-	d.Submit(ctx, &uevent.Event{Action: "add", DevPath: "/devices/c", Subsystem: "block", Source: uevent.SourceColdplug})
+	want(d.Submit(ctx, cold), coalesced)
+	want(d.Submit(ctx, &uevent.Event{Action: "add", DevPath: "/devices/c", Subsystem: "block", Source: uevent.SourceColdplug}), queued)
 	d.endColdplug()
-	d.Submit(ctx, ev(9, "add", "/devices/b"))
+	want(d.Submit(ctx, ev(9, "add", "/devices/b")), queued)
 	d.Drain()
 	d.Close()
 	st := d.Stats()

@@ -158,3 +158,15 @@ func (b *db) stats() (int, uint64) {
 	defer b.mu.Unlock()
 	return len(b.byPath), b.evictions
 }
+
+// props returns a copy of devpath's recorded properties, if any, without
+// marking the record used.
+func (b *db) props(devpath string) ([]uevent.Property, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.byPath[devpath]
+	if !ok {
+		return nil, false
+	}
+	return slices.Clone(e.Value.(*record).props), true
+}

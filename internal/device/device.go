@@ -169,6 +169,11 @@ func (m *Manager) Known(devpath string) bool { return m.db.known(devpath) }
 // it with what sysfs holds now.
 func (m *Manager) Devpaths() []string { return m.db.devpaths() }
 
+// Recorded returns the properties of the last event of devpath the
+// database holds, so a resync can build the remove event of a device
+// that vanished while events were lost.
+func (m *Manager) Recorded(devpath string) ([]uevent.Property, bool) { return m.db.props(devpath) }
+
 // Forget drops devpath from the database, for a device that vanished
 // without a remove event (after ENOBUFS).
 func (m *Manager) Forget(devpath string) { m.db.take(devpath) }

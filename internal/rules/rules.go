@@ -64,6 +64,11 @@ type Rule struct {
 	errLog logLimiter
 }
 
+// ReadsFS reports whether the rule's match reads fs.*. The daemon then
+// probes block devices when they appear, so that a remove rule can match
+// on what the device database recorded.
+func (r *Rule) ReadsFS() bool { return r.needs&needFS != 0 }
+
 // Requires returns the actions and subsystems the pre-filter allows the
 // rule to match; nil means any.
 func (r *Rule) Requires() (actions, subsystems []string) {
