@@ -28,6 +28,7 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"run":     {"run the daemon in the foreground", runRun},
+		"trigger": {"make the kernel re-emit events of present devices", runTrigger},
 		"version": {"print version and build information", runVersion},
 		"monitor": {"print live uevents", runMonitor},
 		"check":   {"validate a rules file", runCheck},
