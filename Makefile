@@ -21,7 +21,7 @@ build: ## build bin/hotplugd
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/hotplugd
 
 run: build ## run the daemon in the foreground on the shipped default rules
-	$(BIN) monitor
+	$(BIN) run --config $(CONFIG)
 
 test: ## run every test (integration tests need root and a real kernel)
 	$(GO) test $(TESTFLAGS) ./...
@@ -48,3 +48,81 @@ fuzz: ## run each fuzz target for FUZZTIME
 
 clean: ## remove build output
 	rm -rf bin dist
+
+# Installing. DESTDIR stages the whole tree into a directory (for packages);
+# PREFIX moves what is not configuration (binary, man pages, completions).
+# The unit's ExecStart follows BINDIR. /etc/hotplugd is fixed: it is the
+# binary's default --config.
+PREFIX      ?= /usr
+BINDIR      ?= $(PREFIX)/bin
+MANDIR      ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/vendor-completions
+UNITDIR     ?= $(or $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),/lib/systemd/system)
+CONFDIR     := /etc/hotplugd
+INSTALL     ?= install
+GOMD2MAN    := $(GO) run github.com/cpuguy83/go-md2man/v2@v2.0.7
+MANPAGES    := dist/man/hotplugd.8 dist/man/hotplugd.rules.5
+
+# The Debian package: version from the latest v* tag (v1.2.3-4-gabc ->
+# 1.2.3+4.gabc), else 0.0.0~dev+g<commit>; architecture from GOARCH.
+DEBDIR      ?= dist
+DEBROOT      = $(DEBDIR)/deb-root
+DEB_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) \
+	&& echo "$$v" | sed -e 's/^v//' -e 's/-\([0-9][0-9]*\)-g\([0-9a-f]*\)$$/+\1.g\2/' -e 's/-/~/g' \
+	|| { c=$$(git rev-parse --short HEAD 2>/dev/null) && echo "0.0.0~dev+g$$c" || echo 0.0.0~dev; })
+DEB_ARCH    ?= $(shell a=$$($(GO) env GOARCH); case $$a in (386) a=i386;; (arm) a=armhf;; \
+	(ppc64le) a=ppc64el;; (mipsle) a=mipsel;; (mips64le) a=mips64el;; esac; echo $$a)
+
+.PHONY: man install uninstall deb
+
+man: $(MANPAGES) ## render the man pages (docs/man/*.md) to dist/man
+
+dist/man/%: docs/man/%.md
+	@mkdir -p dist/man
+	$(GOMD2MAN) -in $< -out $@
+
+dist/man/%.gz: dist/man/%
+	gzip -9n < $< > $@
+
+install: build $(MANPAGES:=.gz) ## install under DESTDIR and PREFIX (/usr); keeps an existing /etc/hotplugd/rules.yaml
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(CONFDIR) \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR)
+	$(INSTALL) -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/hotplugd
+	@mkdir -p dist
+	sed 's|/usr/bin/hotplugd|$(BINDIR)/hotplugd|g' packaging/systemd/hotplugd.service > dist/hotplugd.service
+	$(INSTALL) -m 0644 dist/hotplugd.service $(DESTDIR)$(UNITDIR)/hotplugd.service
+	$(INSTALL) -m 0644 dist/man/hotplugd.8.gz $(DESTDIR)$(MANDIR)/man8/hotplugd.8.gz
+	$(INSTALL) -m 0644 dist/man/hotplugd.rules.5.gz $(DESTDIR)$(MANDIR)/man5/hotplugd.rules.5.gz
+	$(INSTALL) -m 0644 contrib/completion/hotplugd.bash $(DESTDIR)$(BASHCOMPDIR)/hotplugd
+	$(INSTALL) -m 0644 contrib/completion/_hotplugd $(DESTDIR)$(ZSHCOMPDIR)/_hotplugd
+	@f=$(DESTDIR)$(CONFDIR)/rules.yaml; \
+	if [ -e "$$f" ] || [ -L "$$f" ]; then echo "kept $$f: an existing rules file is never overwritten"; \
+	else echo "$(INSTALL) -m 0644 configs/rules.yaml $$f"; $(INSTALL) -m 0644 configs/rules.yaml "$$f"; fi
+	@if [ -z "$(DESTDIR)" ]; then \
+	  echo; echo "Check the rules with: $(BINDIR)/hotplugd check"; \
+	  echo "Start the service with: systemctl daemon-reload && systemctl enable --now hotplugd"; fi
+
+uninstall: ## remove what install installed, except /etc/hotplugd/rules.yaml
+	@if [ -z "$(DESTDIR)" ] && [ -e $(UNITDIR)/hotplugd.service ] && command -v systemctl >/dev/null; then \
+	  now=; [ -d /run/systemd/system ] && now=--now; \
+	  echo "systemctl disable $$now hotplugd.service"; systemctl disable $$now hotplugd.service || true; fi
+	rm -f $(DESTDIR)$(BINDIR)/hotplugd $(DESTDIR)$(UNITDIR)/hotplugd.service \
+		$(DESTDIR)$(MANDIR)/man8/hotplugd.8.gz $(DESTDIR)$(MANDIR)/man5/hotplugd.rules.5.gz \
+		$(DESTDIR)$(BASHCOMPDIR)/hotplugd $(DESTDIR)$(ZSHCOMPDIR)/_hotplugd
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+	@if [ -e $(DESTDIR)$(CONFDIR)/rules.yaml ]; then \
+	  echo "kept $(DESTDIR)$(CONFDIR)/rules.yaml (your rules); remove it yourself if it is no longer needed"; fi
+
+deb: ## build dist/hotplugd_VERSION_ARCH.deb (a static binary; dpkg-deb, no root needed)
+	rm -rf $(DEBROOT)
+	CGO_ENABLED=0 $(MAKE) --no-print-directory install DESTDIR=$(DEBROOT) \
+		PREFIX=/usr BINDIR=/usr/bin MANDIR=/usr/share/man \
+		BASHCOMPDIR=/usr/share/bash-completion/completions ZSHCOMPDIR=/usr/share/zsh/vendor-completions
+	$(INSTALL) -d -m 0755 $(DEBROOT)/DEBIAN
+	$(INSTALL) -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm $(DEBROOT)/DEBIAN/
+	$(INSTALL) -m 0644 packaging/deb/conffiles $(DEBROOT)/DEBIAN/conffiles
+	sed -e 's/@VERSION@/$(DEB_VERSION)/' -e 's/@ARCH@/$(DEB_ARCH)/' \
+		-e "s/@SIZE@/$$(du -sk --exclude=DEBIAN $(DEBROOT) | cut -f1)/" \
+		packaging/deb/control > $(DEBROOT)/DEBIAN/control
+	dpkg-deb --root-owner-group -Zxz --build $(DEBROOT) $(DEBDIR)/hotplugd_$(DEB_VERSION)_$(DEB_ARCH).deb
