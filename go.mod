@@ -13,3 +13,5 @@ require (
 require go.yaml.in/yaml/v3 v3.0.6
 
 require github.com/moby/sys/mountinfo v0.7.3
+
+require github.com/godbus/dbus/v5 v5.2.4

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/hotplugd/hotplugd/internal/actions"
 )
 
 // exitError carries a process exit status out of a subcommand without a
@@ -37,6 +39,7 @@ func commands() map[string]command {
 }
 
 func main() {
+	actions.RunNotifyHelper() // returns unless this process is a desktop-notification helper
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

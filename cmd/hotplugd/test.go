@@ -466,23 +466,31 @@ func describeMount(w io.Writer, rs *rules.RuleSet, s *rules.MountSpec, ev *ueven
 	}
 }
 
+// describeNotify shows the rendered message and each target, one a line.
+// A webhook shows its URL without the password and its header names
+// without their values, which may be secrets.
 func describeNotify(w io.Writer, s *rules.NotifySpec, env *rules.Env) {
 	msg, err := s.Message.Render(env)
 	if err != nil {
 		fmt.Fprintf(w, "  notify: would fail: %v\n", err)
 		return
 	}
-	targets := []string{"log"}
+	fmt.Fprintf(w, "  notify %s\n    to log\n", strconv.Quote(msg))
 	for _, t := range s.Targets {
 		switch t := t.(type) {
 		case *rules.LogTarget:
 		case *rules.WebhookTarget:
-			targets = append(targets, "webhook "+t.URL.Redacted())
+			fmt.Fprintf(w, "    to webhook POST %s, timeout %s, up to %d attempts", t.URL.Redacted(), t.Timeout, t.MaxAttempts)
+			if len(t.Headers) > 0 {
+				fmt.Fprintf(w, ", headers %s (values not shown)", strings.Join(sortedKeys(t.Headers), ", "))
+			}
+			fmt.Fprintln(w)
+		case *rules.DesktopTarget:
+			fmt.Fprintln(w, "    to desktop: each active graphical session, as its user")
 		default:
-			targets = append(targets, t.Kind())
+			fmt.Fprintf(w, "    to %s\n", t.Kind())
 		}
 	}
-	fmt.Fprintf(w, "  notify %s\n    to %s\n", strconv.Quote(msg), strings.Join(targets, ", "))
 }
 
 func devnodeOrNone(ev *uevent.Event) string {
