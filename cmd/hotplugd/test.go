@@ -17,6 +17,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/hotplugd/hotplugd/internal/actions"
 	"github.com/hotplugd/hotplugd/internal/device"
 	"github.com/hotplugd/hotplugd/internal/rules"
 	"github.com/hotplugd/hotplugd/internal/uevent"
@@ -389,10 +390,10 @@ func skipReason(r *rules.Rule, ev *uevent.Event, field string) string {
 	return fmt.Sprintf("action is %s, the rule needs %s", ev.Action, strings.Join(actions, " or "))
 }
 
-// mountPointPlaceholder stands for the mount point in a dry run. The
-// real one is <mount_root>/<label, else uuid, else devname>, made unique
-// when the mount happens; describeMount is the one place to show it once
-// the dry run can compute it.
+// mountPointPlaceholder stands for the mount point of an unmount in a
+// dry run: which mount hotplugd recorded for the device is known only
+// when the event really comes. (A mount's point is planned; see
+// describeMount.)
 const mountPointPlaceholder = "<mount point>"
 
 // describeActions prints what each action of a matched rule would do.
@@ -402,31 +403,38 @@ func describeActions(w io.Writer, rs *rules.RuleSet, r *rules.Rule, ev *uevent.E
 		return
 	}
 	env := rules.NewEnv(ev, dev)
-	for _, a := range r.Actions {
+	for i, a := range r.Actions {
+		ok := true
 		switch a := a.(type) {
 		case *rules.RunSpec:
-			describeRun(w, a, env)
+			ok = describeRun(w, a, env)
 		case *rules.MountSpec:
-			describeMount(w, rs, a, ev, dev)
-			env.SetMountPath(filepath.Join(rs.Settings.MountRoot, mountPointPlaceholder))
+			path := describeMount(w, rs, r.Name, a, ev, dev)
+			env.SetMountPath(path)
+			ok = path != ""
 		case *rules.UnmountSpec:
 			fmt.Fprintf(w, "  unmount %s: what hotplugd mounted for this device, if anything\n", devnodeOrNone(ev))
 			env.SetMountPath(filepath.Join(rs.Settings.MountRoot, mountPointPlaceholder))
 		case *rules.NotifySpec:
-			describeNotify(w, a, env)
+			ok = describeNotify(w, a, env)
 		default:
 			fmt.Fprintf(w, "  %s\n", a.Kind())
+		}
+		// As in the daemon, a failed or skipped action ends the rule.
+		if !ok && i < len(r.Actions)-1 {
+			fmt.Fprintf(w, "  (the rule's %d later %s would not run)\n", len(r.Actions)-1-i, plural(len(r.Actions)-1-i, "action", "actions"))
+			return
 		}
 	}
 }
 
-func describeRun(w io.Writer, s *rules.RunSpec, env *rules.Env) {
+func describeRun(w io.Writer, s *rules.RunSpec, env *rules.Env) bool {
 	argv := make([]string, 0, len(s.Argv))
 	for i, t := range s.Argv {
 		v, err := t.Render(env)
 		if err != nil {
 			fmt.Fprintf(w, "  run: would fail: argv[%d]: %v\n", i, err)
-			return
+			return false
 		}
 		argv = append(argv, quoteArg(v))
 	}
@@ -435,45 +443,92 @@ func describeRun(w io.Writer, s *rules.RunSpec, env *rules.Env) {
 		user = s.User.Name
 	}
 	fmt.Fprintf(w, "  run %s\n    as %s, timeout %s\n", strings.Join(argv, " "), user, s.Timeout)
+	ok := true
 	for _, name := range sortedKeys(s.Env) {
 		v, err := s.Env[name].Render(env)
 		if err != nil {
 			fmt.Fprintf(w, "    env %s: would fail: %v\n", name, err)
+			ok = false
 			continue
 		}
 		fmt.Fprintf(w, "    env %s=%s\n", name, quoteArg(v))
 	}
+	return ok
 }
 
-func describeMount(w io.Writer, rs *rules.RuleSet, s *rules.MountSpec, ev *uevent.Event, dev rules.Device) {
+// describeMount prints what the mount action would do with the event's
+// device on this machine, as the daemon's mounter plans it (the same
+// function decides both): the mount point and the whole option string,
+// or why the device would be skipped or the mount fail. It creates,
+// mounts and writes nothing. It returns the mount point, which the
+// actions after it see as {{ mount.path }}: "" when nothing would be
+// mounted, as in the daemon.
+func describeMount(w io.Writer, rs *rules.RuleSet, rule string, s *rules.MountSpec, ev *uevent.Event, dev rules.Device) string {
+	owner := "root"
+	if s.Owner != nil {
+		owner = s.Owner.Name
+	}
+	p, err := planMount(rs, rule, s, ev, dev)
+	if err == nil {
+		how := "mount(2)"
+		switch {
+		case p.Helper != "":
+			how = quoteArg(p.Helper)
+		case p.Driver != p.FSType:
+			how = "mount(2) as " + p.Driver
+		}
+		fmt.Fprintf(w, "  mount %s at %s\n    %s through %s, options %s\n    owner %s, timeout %s\n",
+			devnodeOrNone(ev), quoteArg(p.MountPoint), p.FSType, how, p.Options, owner, s.Timeout)
+		for _, ig := range p.Ignored {
+			fmt.Fprintf(w, "    ignored: %s\n", ig)
+		}
+		return p.MountPoint
+	}
 	opts := []string{"nosuid", "nodev"}
 	if !s.Exec {
 		opts = append(opts, "noexec")
 	}
 	opts = append(opts, s.Options...)
-	owner := "root"
-	if s.Owner != nil {
-		owner = s.Owner.Name
+	fmt.Fprintf(w, "  mount %s\n    options %s and the filesystem's defaults, owner %s, timeout %s\n",
+		devnodeOrNone(ev), strings.Join(opts, ","), owner, s.Timeout)
+	// The mounter's errors name the device node, which is on the line
+	// above. They may quote paths of mounts made by others: display
+	// escapes what a terminal would interpret.
+	msg := display(strings.TrimPrefix(err.Error(), "mount "+ev.DevNode()+": "))
+	if ev.Get("MAJOR") == "" || ev.Get("MINOR") == "" {
+		msg += " (add MAJOR= and MINOR= to the event: the kernel's events of block devices carry them)"
 	}
-	fmt.Fprintf(w, "  mount %s at %s\n    options %s and the filesystem's defaults, owner %s, timeout %s\n",
-		devnodeOrNone(ev), filepath.Join(rs.Settings.MountRoot, mountPointPlaceholder), strings.Join(opts, ","), owner, s.Timeout)
-	fs := dev.FS()
-	switch {
-	case ev.Subsystem != "block" || ev.DevName == "":
-		fmt.Fprintln(w, "    would be refused: not a block device with a device node")
-	case fs.Usage != "filesystem":
-		fmt.Fprintf(w, "    would be refused: fs.usage is %s, not filesystem\n", quoteArg(fs.Usage))
+	if errors.Is(err, actions.ErrSkipped) {
+		fmt.Fprintf(w, "    would be skipped: %s\n", strings.TrimPrefix(msg, "skipped: "))
+	} else {
+		fmt.Fprintf(w, "    would fail: %s\n", msg)
 	}
+	return ""
+}
+
+// planMount asks a plan-only mounter, set up as the daemon sets up its
+// own (the rules' mount_root, <state_dir>/mounts.json, the real /proc,
+// /etc/fstab and helpers), what the mount action would do.
+func planMount(rs *rules.RuleSet, rule string, s *rules.MountSpec, ev *uevent.Event, dev rules.Device) (actions.Plan, error) {
+	m, err := actions.NewMounter(actions.MounterConfig{
+		MountRoot: rs.Settings.MountRoot,
+		StatePath: filepath.Join(rs.Settings.StateDir, "mounts.json"),
+		PlanOnly:  true,
+	})
+	if err != nil {
+		return actions.Plan{}, err
+	}
+	return actions.PlanMount(m, s, rule, ev, dev)
 }
 
 // describeNotify shows the rendered message and each target, one a line.
 // A webhook shows its URL without the password and its header names
 // without their values, which may be secrets.
-func describeNotify(w io.Writer, s *rules.NotifySpec, env *rules.Env) {
+func describeNotify(w io.Writer, s *rules.NotifySpec, env *rules.Env) bool {
 	msg, err := s.Message.Render(env)
 	if err != nil {
 		fmt.Fprintf(w, "  notify: would fail: %v\n", err)
-		return
+		return false
 	}
 	fmt.Fprintf(w, "  notify %s\n    to log\n", strconv.Quote(msg))
 	for _, t := range s.Targets {
@@ -491,6 +546,7 @@ func describeNotify(w io.Writer, s *rules.NotifySpec, env *rules.Env) {
 			fmt.Fprintf(w, "    to %s\n", t.Kind())
 		}
 	}
+	return true
 }
 
 func devnodeOrNone(ev *uevent.Event) string {

@@ -40,6 +40,7 @@ var (
 	ErrNotMounted        = errors.New("not mounted by hotplugd")
 	ErrDeviceBusy        = errors.New("another mount or unmount of this device is in progress")
 	ErrForeignMount      = errors.New("a mount hotplugd did not make is in the way")
+	ErrPlanOnly          = errors.New("this mounter only plans (dry run)")
 	errDeviceNumber      = errors.New("device has no major:minor")
 	errDevnodeMismatch   = errors.New("device node does not match the device number")
 	errNotMountedAfter   = errors.New("mount did not appear in mountinfo")
@@ -181,6 +182,10 @@ type MounterConfig struct {
 	HelperDirs      []string      // where FUSE mount helpers are looked for (default DefaultHelperDirs)
 	Timeout         time.Duration // longest a mount or unmount may take (default 30s); a context deadline may shorten it
 	Logger          *slog.Logger  // default: discard
+	// PlanOnly makes a Mounter for dry runs (`hotplugd test`), which must
+	// change nothing: NewMounter leaves an unreadable state file where it
+	// is, and Mount, Unmount and Reconcile refuse with ErrPlanOnly.
+	PlanOnly bool
 }
 
 func (c MounterConfig) withDefaults() MounterConfig {

@@ -43,7 +43,8 @@ const helperOutputMax = 4096
 // NewMounter returns a Mounter with the state recorded at cfg.StatePath.
 // A state file that cannot be parsed is logged, moved aside to
 // <StatePath>.bad and replaced by an empty state: hotplugd then leaves
-// those mounts alone rather than refusing to start.
+// those mounts alone rather than refusing to start. NewMounter creates no
+// directory; with PlanOnly it changes nothing at all.
 func NewMounter(cfg MounterConfig) (*Mounter, error) {
 	cfg = cfg.withDefaults()
 	if !filepath.IsAbs(cfg.MountRoot) {
@@ -60,8 +61,10 @@ func NewMounter(cfg MounterConfig) (*Mounter, error) {
 	entries, err := readState(cfg.StatePath)
 	if err != nil {
 		m.log.Error("mount state unreadable; starting with an empty state", "path", cfg.StatePath, "err", err)
-		if rerr := os.Rename(cfg.StatePath, cfg.StatePath+".bad"); rerr != nil {
-			m.log.Error("moving the unreadable mount state aside", "err", rerr)
+		if !cfg.PlanOnly { // a dry run leaves the file to the daemon
+			if rerr := os.Rename(cfg.StatePath, cfg.StatePath+".bad"); rerr != nil {
+				m.log.Error("moving the unreadable mount state aside", "err", rerr)
+			}
 		}
 		entries = map[string]MountEntry{}
 	}
@@ -319,6 +322,9 @@ func findHelper(names, dirs []string) (path string, rejected []string) {
 // is undone when it returns (lazy unmount, rmdir). A helper that misses the
 // deadline is killed with its process group.
 func (m *Mounter) Mount(ctx context.Context, dev Device, req MountRequest) (MountEntry, error) {
+	if m.cfg.PlanOnly {
+		return MountEntry{}, fmt.Errorf("mount %s: %w", dev.Devnode, ErrPlanOnly)
+	}
 	release, ok := m.reserve(dev.DevNum())
 	if !ok {
 		return MountEntry{}, fmt.Errorf("mount %s: %w", dev.Devnode, ErrDeviceBusy)
@@ -589,6 +595,9 @@ func (m *Mounter) verifyMounted(dir *mountDir, dev Device) error {
 // It returns an error wrapping ErrNotMounted when hotplugd has no mount of
 // dev, which is the common case on removal of a device it did not mount.
 func (m *Mounter) Unmount(ctx context.Context, dev Device) (UnmountResult, error) {
+	if m.cfg.PlanOnly {
+		return UnmountResult{}, fmt.Errorf("unmount %s: %w", describe(dev), ErrPlanOnly)
+	}
 	m.mu.Lock()
 	key, ok := m.findLocked(dev)
 	m.mu.Unlock()
@@ -742,6 +751,9 @@ func (m *Mounter) unmountWithDeadline(ctx context.Context, path string, flags in
 // (/sys/dev/block/MAJOR:MINOR and its devpath). Failures keep their entry
 // and are returned joined.
 func (m *Mounter) Reconcile(ctx context.Context, present func(Device) bool) (ReconcileReport, error) {
+	if m.cfg.PlanOnly {
+		return ReconcileReport{}, fmt.Errorf("reconcile mounts: %w", ErrPlanOnly)
+	}
 	if present == nil {
 		present = m.presentInSysfs
 	}

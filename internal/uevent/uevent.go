@@ -322,9 +322,14 @@ func checkKey(k string) error {
 // keyByte reports whether c may appear in a property key. Lower case is
 // allowed because the kernel passes the keys of synthetic events verbatim
 // ("SYNTH_ARG_key").
-func keyByte(c byte) bool {
-	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_'
-}
+func keyByte(c byte) bool { return keyBytes[c] }
+
+var keyBytes = func() (t [256]bool) {
+	for c := range t {
+		t[c] = 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_'
+	}
+	return t
+}()
 
 func knownAction(a string) bool {
 	for _, x := range Actions {
