@@ -89,6 +89,8 @@ type daemon struct {
 
 	mu      sync.Mutex
 	lastErr string
+
+	results sync.Pool // of *[]rules.Result, for handle
 }
 
 // Run is `hotplugd run`: it returns nil after an orderly stop when ctx is
@@ -96,6 +98,7 @@ type daemon struct {
 func Run(ctx context.Context, cfg Config) error {
 	cfg.defaults()
 	d := &daemon{cfg: cfg, log: cfg.Logger, sd: notifier{log: cfg.Logger}}
+	d.results.New = func() any { return new([]rules.Result) }
 	d.errLog.init(time.Minute, 3)
 
 	st, err := d.load(nil)
@@ -117,7 +120,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer d.devs.Close()
 
-	d.deps = &actions.Deps{Log: d.log, Runner: &actions.Runner{Log: d.log}, Notifier: &actions.Notifier{Log: d.log}}
+	d.deps = &actions.Deps{Log: d.log, Runner: &actions.Runner{Log: d.log}, Notifier: actions.NewNotifier(actions.NotifierConfig{Log: d.log})}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		d.deps.Notifier.Close(ctx)
+	}()
 	d.deps.Mounter, d.deps.MountErr = actions.NewMounter(actions.MounterConfig{
 		MountRoot: settings.MountRoot,
 		StatePath: filepath.Join(settings.StateDir, "mounts.json"),
@@ -293,7 +301,7 @@ func (h handler) Overrun() {
 
 // handle runs the rules for one event; the dispatcher calls it in order
 // per device.
-func (d *daemon) handle(_ context.Context, ev *uevent.Event) {
+func (d *daemon) handle(ctx context.Context, ev *uevent.Event) {
 	defer d.handled.Add(1)
 	if ev.Source == uevent.SourceColdplug {
 		defer d.coldplugDone()
@@ -301,12 +309,20 @@ func (d *daemon) handle(_ context.Context, ev *uevent.Event) {
 	st := d.state.Load()
 	dev := d.devs.For(*ev)
 	defer dev.Done()
-	d.log.Debug("event", "action", ev.Action, "devpath", ev.DevPath, "subsystem", ev.Subsystem,
-		"seqnum", ev.Seqnum, "source", ev.Source)
+	if d.log.Enabled(ctx, slog.LevelDebug) { // its arguments cost allocations on every event
+		d.log.Debug("event", "action", ev.Action, "devpath", ev.DevPath, "subsystem", ev.Subsystem,
+			"seqnum", ev.Seqnum, "source", ev.Source)
+	}
 	if st.readsFS && ev.Subsystem == "block" && (ev.Action == "add" || ev.Action == "change") {
 		dev.FS() // recorded by Done, for the remove rules
 	}
-	for _, res := range st.rs.Match(ev, dev) {
+	// One Result per rule: a buffer kept across events saves allocating,
+	// and collecting, that on every event of a storm. (What it still
+	// points to after a reload is let go when the pool drops it.)
+	buf := d.results.Get().(*[]rules.Result)
+	defer d.results.Put(buf)
+	*buf = st.rs.AppendMatch((*buf)[:0], ev, dev)
+	for _, res := range *buf {
 		if res.Status != rules.Matched {
 			continue
 		}
@@ -314,8 +330,17 @@ func (d *daemon) handle(_ context.Context, ev *uevent.Event) {
 		d.log.Info("rule matched", "rule", r.Name, "action", ev.Action, "devpath", ev.DevPath,
 			"devname", ev.DevName, "seqnum", ev.Seqnum, "source", ev.Source)
 		c := actions.NewContext(ev, dev, r.Name)
-		for i, a := range st.acts[r.Name] {
-			d.finish(ev, r.Name, r.Actions[i].Kind(), a.Do(d.actx, c))
+		// A rule's actions run in order, and a failed or skipped one ends
+		// the rule: a "run" after a "mount" must not get an empty
+		// {{ mount.path }}.
+		acts := st.acts[r.Name]
+		for i, a := range acts {
+			err := a.Do(d.actx, c)
+			d.finish(ev, r.Name, r.Actions[i].Kind(), err)
+			if err != nil && i < len(acts)-1 {
+				d.log.Info("later actions of the rule not run", "rule", r.Name, "devpath", ev.DevPath, "skipped", len(acts)-1-i)
+				break
+			}
 		}
 	}
 	// A mounted device is unmounted when it goes, whatever the rules say.
