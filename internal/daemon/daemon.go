@@ -90,7 +90,7 @@ type daemon struct {
 	mu      sync.Mutex
 	lastErr string
 
-	results sync.Pool // of *[]rules.Result, for handle
+	matched sync.Pool // of *[]*rules.Rule, for handle
 }
 
 // Run is `hotplugd run`: it returns nil after an orderly stop when ctx is
@@ -98,7 +98,7 @@ type daemon struct {
 func Run(ctx context.Context, cfg Config) error {
 	cfg.defaults()
 	d := &daemon{cfg: cfg, log: cfg.Logger, sd: notifier{log: cfg.Logger}}
-	d.results.New = func() any { return new([]rules.Result) }
+	d.matched.New = func() any { return new([]*rules.Rule) }
 	d.errLog.init(time.Minute, 3)
 
 	st, err := d.load(nil)
@@ -316,17 +316,12 @@ func (d *daemon) handle(ctx context.Context, ev *uevent.Event) {
 	if st.readsFS && ev.Subsystem == "block" && (ev.Action == "add" || ev.Action == "change") {
 		dev.FS() // recorded by Done, for the remove rules
 	}
-	// One Result per rule: a buffer kept across events saves allocating,
-	// and collecting, that on every event of a storm. (What it still
-	// points to after a reload is let go when the pool drops it.)
-	buf := d.results.Get().(*[]rules.Result)
-	defer d.results.Put(buf)
-	*buf = st.rs.AppendMatch((*buf)[:0], ev, dev)
-	for _, res := range *buf {
-		if res.Status != rules.Matched {
-			continue
-		}
-		r := res.Rule
+	// The matched rules go into a buffer kept across events: nothing is
+	// allocated per event of a storm that matches no rule.
+	buf := d.matched.Get().(*[]*rules.Rule)
+	defer func() { clear(*buf); d.matched.Put(buf) }()
+	*buf = st.rs.AppendMatched((*buf)[:0], ev, dev)
+	for _, r := range *buf {
 		d.log.Info("rule matched", "rule", r.Name, "action", ev.Action, "devpath", ev.DevPath,
 			"devname", ev.DevName, "seqnum", ev.Seqnum, "source", ev.Source)
 		c := actions.NewContext(ev, dev, r.Name)

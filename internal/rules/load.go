@@ -201,6 +201,7 @@ func (l *loader) load(data []byte) *RuleSet {
 	rs.Settings = l.loadSettings(f["settings"].val)
 	l.settings = rs.Settings
 	rs.Rules = l.loadRules(f["rules"].val)
+	rs.index()
 	return rs
 }
 

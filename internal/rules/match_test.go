@@ -564,3 +564,61 @@ func TestMatchConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// AppendMatched, the daemon's path through the per-action index, returns
+// exactly the rules Match reports as matched, for every action and
+// subsystem, including continue: false.
+func TestAppendMatchedAgreesWithMatch(t *testing.T) {
+	rs := mustParse(t, `rules:
+  - name: any
+    match: devpath startsWith "/devices/"
+  - name: add-block
+    match: action == "add" && subsystem == "block"
+  - name: add-or-change-net
+    match: action in ["add", "change"] && subsystem == "net"
+  - name: remove
+    match: action == "remove"
+  - name: stop-on-bind
+    match: action == "bind"
+    continue: false
+  - name: after-stop
+    match: action in ["bind", "add"]
+  - name: never
+    match: action == "add" && subsystem == "none"
+`)
+	base := capture(t, "loop0p1-partition-add.kernel")
+	matchedSome := 0
+	for _, action := range uevent.Actions {
+		for _, subsystem := range []string{"block", "net", "usb"} {
+			ev := withFields(t, base, action, subsystem)
+			var want []string
+			for _, r := range rs.Match(ev, loopPartition()) {
+				if r.Status == Matched {
+					want = append(want, r.Rule.Name)
+				}
+			}
+			var got []string
+			for _, r := range rs.AppendMatched(nil, ev, loopPartition()) {
+				got = append(got, r.Name)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("%s/%s (-Match +AppendMatched):\n%s", action, subsystem, diff)
+			}
+			matchedSome += len(got)
+		}
+	}
+	if matchedSome == 0 {
+		t.Error("no rule matched anything: the test checks nothing")
+	}
+}
+
+func BenchmarkAppendMatchedPrefiltered(b *testing.B) {
+	rs := mixedRules(b)
+	ev := capture(b, "net-lo-change.kernel")
+	dev := usbStick()
+	buf := make([]*Rule, 0, 8)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = rs.AppendMatched(buf[:0], ev, dev)
+	}
+}

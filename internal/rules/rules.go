@@ -2,6 +2,7 @@ package rules
 
 import (
 	"log/slog"
+	"math/bits"
 	"net/url"
 	"slices"
 	"sync"
@@ -24,6 +25,21 @@ type RuleSet struct {
 	log  *slog.Logger
 	now  func() time.Time
 	pool sync.Pool // of *evaluator
+	// byAction lists, per bit of uevent.Actions, the rules whose
+	// pre-filter admits that action, in file order: AppendMatched looks
+	// at no other rule.
+	byAction [16][]*Rule
+}
+
+// index builds byAction.
+func (rs *RuleSet) index() {
+	for bit := range len(uevent.Actions) {
+		for _, r := range rs.Rules {
+			if r.filter.actions == nil || r.filter.actionMask&(1<<bit) != 0 {
+				rs.byAction[bit] = append(rs.byAction[bit], r)
+			}
+		}
+	}
 }
 
 // Settings are the daemon settings of a rules file, defaults filled in.
@@ -232,6 +248,47 @@ type evaluator struct {
 // answers attr, attrs, has_parent and fs.*; nil means EventOnly{ev}.
 func (rs *RuleSet) Match(ev *uevent.Event, dev Device) []Result {
 	return rs.AppendMatch(make([]Result, 0, len(rs.Rules)), ev, dev)
+}
+
+// AppendMatched appends the rules that match ev to dst, in file order,
+// stopping after one whose Continue is false. It is Match for the daemon:
+// the rules the pre-filter rules out for the event's action are never
+// looked at, and nothing is recorded for rules that do not match.
+// Evaluation errors are logged as by Match.
+func (rs *RuleSet) AppendMatched(dst []*Rule, ev *uevent.Event, dev Device) []*Rule {
+	action := actionBit(ev.Action)
+	cands := rs.Rules // an unknown action: Parse lets none through
+	if action != 0 {
+		cands = rs.byAction[bits.TrailingZeros16(action)]
+	}
+	if len(cands) == 0 {
+		return dst
+	}
+	ctx, _ := rs.pool.Get().(*evaluator)
+	if ctx == nil {
+		ctx = &evaluator{env: newEnv()}
+	}
+	ctx.env.reset(ev, dev)
+	for _, r := range cands {
+		if ok, _ := r.filter.allows(action, ev.Subsystem); !ok {
+			continue
+		}
+		ctx.env.load(r.needs)
+		out, err := ctx.vm.Run(r.prog, ctx.env.m)
+		if err != nil {
+			rs.logEvalError(r, ev, runtimeErr(err))
+			continue
+		}
+		if out == true {
+			dst = append(dst, r)
+			if !r.Continue {
+				break
+			}
+		}
+	}
+	ctx.env.release()
+	rs.pool.Put(ctx)
+	return dst
 }
 
 // AppendMatch is Match appending to results, so a caller that keeps a
