@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strconv"
+	"math"
 	"strings"
 )
 
@@ -253,17 +253,24 @@ func fromProps(props []Property, keysChecked bool) (Event, error) {
 	var e Event
 	var seqnum string
 	var haveSeqnum bool
+	// Duplicate keys: a 64-bit filter of a cheap hash of each key, so
+	// that keys are compared only when two hash alike.
+	var seen uint64
 	for i, p := range props {
 		if !keysChecked {
 			if err := checkKey(p.Key); err != nil {
 				return Event{}, err
 			}
 		}
-		for _, q := range props[:i] {
-			if len(q.Key) == len(p.Key) && q.Key == p.Key {
-				return Event{}, fmt.Errorf("%w: %s", ErrDuplicateKey, p.Key)
+		bit := uint64(1) << ((uint(len(p.Key))*7 + uint(p.Key[0])*3 + uint(p.Key[len(p.Key)-1])) & 63)
+		if seen&bit != 0 {
+			for _, q := range props[:i] {
+				if q.Key == p.Key {
+					return Event{}, fmt.Errorf("%w: %s", ErrDuplicateKey, p.Key)
+				}
 			}
 		}
+		seen |= bit
 		switch p.Key {
 		case "ACTION":
 			e.Action = p.Value
@@ -369,30 +376,39 @@ func cleanDevName(n string) (string, error) {
 // cleanSegments reports whether every "/"-separated segment of p is a
 // plain name: not empty, ".", or "..".
 func cleanSegments(p string) bool {
-	for {
-		seg, rest, more := strings.Cut(p, "/")
-		if seg == "" || seg == "." || seg == ".." {
+	start := 0
+	for i := 0; i <= len(p); i++ {
+		if i < len(p) && p[i] != '/' {
+			continue
+		}
+		switch i - start {
+		case 0:
 			return false
+		case 1:
+			if p[start] == '.' {
+				return false
+			}
+		case 2:
+			if p[start] == '.' && p[start+1] == '.' {
+				return false
+			}
 		}
-		if !more {
-			return true
-		}
-		p = rest
+		start = i + 1
 	}
+	return true
 }
 
 func parseSeqnum(s string) (uint64, error) {
-	if s == "" {
+	if s == "" || len(s) > 20 {
 		return 0, fmt.Errorf("%w: %q", ErrBadSeqnum, s)
 	}
+	var n uint64
 	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
+		d := uint64(s[i] - '0')
+		if d > 9 || n > (math.MaxUint64-d)/10 {
 			return 0, fmt.Errorf("%w: %q", ErrBadSeqnum, s)
 		}
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %q", ErrBadSeqnum, s)
+		n = n*10 + d
 	}
 	return n, nil
 }
