@@ -126,12 +126,17 @@ func Run(ctx context.Context, cfg Config) error {
 		defer cancel()
 		d.deps.Notifier.Close(ctx)
 	}()
-	d.deps.Mounter, d.deps.MountErr = actions.NewMounter(actions.MounterConfig{
-		MountRoot: settings.MountRoot,
-		StatePath: filepath.Join(settings.StateDir, "mounts.json"),
-		SysPath:   cfg.SysRoot,
-		Logger:    d.log,
-	})
+	if uid := os.Geteuid(); uid != 0 {
+		// Everything else works for what this user may do.
+		d.deps.MountErr = fmt.Errorf("hotplugd runs as uid %d, and mounting needs root", uid)
+	} else {
+		d.deps.Mounter, d.deps.MountErr = actions.NewMounter(actions.MounterConfig{
+			MountRoot: settings.MountRoot,
+			StatePath: filepath.Join(settings.StateDir, "mounts.json"),
+			SysPath:   cfg.SysRoot,
+			Logger:    d.log,
+		})
+	}
 	if d.deps.MountErr != nil {
 		d.log.Warn("mounting is disabled", "err", d.deps.MountErr)
 	}
