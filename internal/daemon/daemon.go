@@ -86,6 +86,7 @@ type daemon struct {
 
 	handled, actionsOK, actionsFailed, resyncs atomic.Uint64
 	coldplugLeft                               atomic.Int64
+	resyncing, resyncAgain                     atomic.Bool
 
 	mu      sync.Mutex
 	lastErr string
@@ -201,7 +202,20 @@ loop:
 		case <-hup:
 			d.reload()
 		case <-resync:
-			bg.Go(func() { d.resync(intake) })
+			// One resync at a time; overruns meanwhile make it go again.
+			if d.resyncing.Swap(true) {
+				d.resyncAgain.Store(true)
+				break
+			}
+			bg.Go(func() {
+				defer d.resyncing.Store(false)
+				for {
+					d.resync(intake)
+					if !d.resyncAgain.Swap(false) || intake.Err() != nil {
+						return
+					}
+				}
+			})
 		case <-wdTick:
 			// Stats takes the dispatcher's lock: a wedged dispatcher stops
 			// the pings and systemd restarts the service.
@@ -432,7 +446,9 @@ func (d *daemon) resync(ctx context.Context) {
 	for i := range evs {
 		e := &evs[i]
 		present[e.DevPath] = true
-		if !d.devs.Known(e.DevPath) {
+		// A device with events still queued is up to date once they
+		// are handled; only devices nothing was heard of get an "add".
+		if !d.devs.Known(e.DevPath) && !d.disp.pending(e.DevPath) {
 			e.Source = uevent.SourceResync
 			if d.disp.Submit(ctx, e) == queued {
 				added++
@@ -440,7 +456,7 @@ func (d *daemon) resync(ctx context.Context) {
 		}
 	}
 	for _, p := range d.devs.Devpaths() {
-		if present[p] {
+		if present[p] || d.disp.pending(p) {
 			continue
 		}
 		if ev, ok := d.removeEvent(p); ok && d.disp.Submit(ctx, ev) == queued {

@@ -41,10 +41,11 @@ type dispatcher struct {
 	arrival uint64
 	closed  bool
 	seen    seqRing
-	// adds records, while a coldplug runs, which devpaths have had an
-	// "add" from either source, so a device added during the coldplug
-	// window is handled once.
-	adds map[string]bool
+	// adds records, while a coldplug runs, the source of the last "add"
+	// of each devpath, so a device that is both enumerated and announced
+	// live in the coldplug window is handled once. A "remove" forgets it:
+	// a device pulled and plugged again gets its new "add".
+	adds map[string]uevent.Source
 
 	submitted, handled, duplicates, coalesced atomic.Uint64
 	wg                                        sync.WaitGroup
@@ -107,12 +108,19 @@ func (d *dispatcher) Submit(ctx context.Context, ev *uevent.Event) submitted {
 		d.duplicates.Add(1)
 		return duplicate
 	}
-	if d.adds != nil && ev.Action == "add" {
-		if d.adds[ev.DevPath] {
-			d.coalesced.Add(1)
-			return coalesced
+	if d.adds != nil {
+		switch ev.Action {
+		case "add":
+			prev, seen := d.adds[ev.DevPath]
+			if seen && (prev == uevent.SourceColdplug) != (ev.Source == uevent.SourceColdplug) {
+				delete(d.adds, ev.DevPath)
+				d.coalesced.Add(1)
+				return coalesced
+			}
+			d.adds[ev.DevPath] = ev.Source
+		case "remove":
+			delete(d.adds, ev.DevPath)
 		}
-		d.adds[ev.DevPath] = true
 	}
 	g := d.groups[ev.DevPath]
 	if g == nil {
@@ -237,7 +245,7 @@ func (d *dispatcher) run(ctx context.Context, g *group, it item) {
 // beginColdplug starts the window in which a device gets one "add".
 func (d *dispatcher) beginColdplug() {
 	d.mu.Lock()
-	d.adds = make(map[string]bool)
+	d.adds = make(map[string]uevent.Source)
 	d.mu.Unlock()
 }
 
@@ -246,6 +254,13 @@ func (d *dispatcher) endColdplug() {
 	d.mu.Lock()
 	d.adds = nil
 	d.mu.Unlock()
+}
+
+// pending reports whether devpath has events queued or running.
+func (d *dispatcher) pending(devpath string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.groups[devpath] != nil
 }
 
 // Drain waits until every queued event has been handled.

@@ -243,3 +243,49 @@ func TestErrLimiter(t *testing.T) {
 		t.Errorf("next period: allowed %v, suppressed %d, want true, 8", ok, suppressed)
 	}
 }
+
+// In the coldplug window a device pulled and plugged again gets its new
+// "add"; only a coldplug/live pair of adds with nothing between is one.
+func TestDispatchColdplugReplug(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var got []string
+	d := newDispatcher(2, 64, func(_ context.Context, e *uevent.Event) {
+		if e.DevPath == "/devices/slow" {
+			<-release
+		}
+		mu.Lock()
+		got = append(got, fmt.Sprintf("%s %s", e.Source, e.Action))
+		mu.Unlock()
+	})
+	ctx := context.Background()
+	cold := func(p string) *uevent.Event {
+		return &uevent.Event{Action: "add", DevPath: p, Subsystem: "block", Source: uevent.SourceColdplug}
+	}
+	d.beginColdplug()
+	d.Submit(ctx, cold("/devices/slow")) // holds the window open
+	steps := []struct {
+		ev   *uevent.Event
+		want submitted
+	}{
+		{cold("/devices/sdb"), queued},
+		{ev(10, "remove", "/devices/sdb"), queued},
+		{ev(11, "add", "/devices/sdb"), queued}, // plugged again
+		{ev(12, "add", "/devices/sdc"), queued}, // live first
+		{cold("/devices/sdc"), coalesced},       // then enumerated
+		{ev(13, "add", "/devices/sdc"), queued}, // a third add is new
+	}
+	for i, s := range steps {
+		if r := d.Submit(ctx, s.ev); r != s.want {
+			t.Errorf("step %d (%s %s %s): Submit = %d, want %d", i, s.ev.Source, s.ev.Action, s.ev.DevPath, r, s.want)
+		}
+	}
+	close(release)
+	d.Drain()
+	d.endColdplug()
+	d.Close()
+	if n := d.Stats().Handled; n != 6 {
+		t.Errorf("handled %d events, want 6: %v", n, got)
+	}
+}
