@@ -36,6 +36,7 @@ var (
 	ErrInFstab           = errors.New("listed in fstab")
 	ErrUnsupportedFS     = errors.New("filesystem not supported")
 	ErrUnsafeMountRoot   = errors.New("unsafe mount root")
+	ErrUnsafeStateDir    = errors.New("unsafe state directory")
 	ErrMountTimeout      = errors.New("mount deadline exceeded")
 	ErrNotMounted        = errors.New("not mounted by hotplugd")
 	ErrDeviceBusy        = errors.New("another mount or unmount of this device is in progress")

@@ -58,6 +58,11 @@ func NewMounter(cfg MounterConfig) (*Mounter, error) {
 		sysUnmount: unix.Unmount,
 		busy:       map[string]bool{},
 	}
+	if !cfg.PlanOnly {
+		if err := checkStateDir(filepath.Dir(cfg.StatePath)); err != nil {
+			return nil, err
+		}
+	}
 	entries, err := readState(cfg.StatePath)
 	if err != nil {
 		m.log.Error("mount state unreadable; starting with an empty state", "path", cfg.StatePath, "err", err)
@@ -68,8 +73,39 @@ func NewMounter(cfg MounterConfig) (*Mounter, error) {
 		}
 		entries = map[string]MountEntry{}
 	}
+	// The state decides what gets unmounted and removed: an entry whose
+	// mount point is not directly under mount_root (an edited file, or
+	// mount_root changed since) is left alone.
+	for key, e := range entries {
+		if filepath.Dir(e.MountPoint) != cfg.MountRoot {
+			m.log.Warn("mount state entry outside mount_root; leaving it alone", "path", e.MountPoint, "mount_root", cfg.MountRoot)
+			delete(entries, key)
+		}
+	}
 	m.entries = entries
 	return m, nil
+}
+
+// checkStateDir refuses a state directory that is a symlink, or that
+// someone other than root (or this user) owns or may write: its file
+// says which mounts hotplugd unmounts and which directories it removes.
+// A missing directory is created 0700 when the state is first written.
+func checkStateDir(dir string) error {
+	var st unix.Stat_t
+	err := unix.Lstat(dir, &st)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return nil
+	case err != nil:
+		return fmt.Errorf("state directory %s: %w", dir, err)
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return fmt.Errorf("%w: state directory %s is not a directory (or is a symlink)", ErrUnsafeStateDir, dir)
+	case st.Uid != 0 && int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("%w: state directory %s is owned by uid %d", ErrUnsafeStateDir, dir, st.Uid)
+	case st.Mode&0o022 != 0:
+		return fmt.Errorf("%w: state directory %s is writable by group or others (mode %04o)", ErrUnsafeStateDir, dir, st.Mode&0o7777)
+	}
+	return nil
 }
 
 // Plan computes the mount point and options a Mount of dev would use, and
