@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/hotplugd/hotplugd/internal/looptest"
 )
 
 // BenchmarkMountExt4 measures one Mount and one Unmount of an ext4 loop
@@ -11,7 +13,7 @@ import (
 // state writes: the latency an add event pays before the mount is
 // visible, plus its removal.
 func BenchmarkMountExt4(b *testing.B) {
-	requireMountEnv(b, "mkfs.ext4")
+	looptest.Require(b, "mkfs.ext4")
 	disk := newDisk(b, "ext4", "BENCH", diskOptions{})
 	fx := newMountFixture(b, nil)
 	ctx := context.Background()

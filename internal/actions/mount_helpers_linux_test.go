@@ -1,12 +1,9 @@
 package actions
 
 import (
-	"bytes"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,71 +12,9 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
+
+	"github.com/hotplugd/hotplugd/internal/looptest"
 )
-
-// requireMountEnv skips a test that needs root, loop devices and tools,
-// unless CI=true, where a missing prerequisite is a failure.
-func requireMountEnv(t testing.TB, tools ...string) {
-	t.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		missing = append(missing, "/dev/loop-control")
-	}
-	for _, tool := range append([]string{"sfdisk", "losetup", "partx", "blkid"}, tools...) {
-		if mountToolPath(tool) == "" {
-			missing = append(missing, tool)
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("prerequisites missing: %s", strings.Join(missing, ", "))
-	}
-	t.Skipf("prerequisites missing: %s", strings.Join(missing, ", "))
-}
-
-// mountToolPath finds a program in PATH or the sbin directories root's PATH
-// sometimes lacks.
-func mountToolPath(name string) string {
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"} {
-		p := filepath.Join(dir, name)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return ""
-}
-
-// mountTool runs a tool and fails the test with its output on error.
-func mountTool(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := mountToolErr(name, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func mountToolErr(name string, args ...string) (string, error) {
-	p := mountToolPath(name)
-	if p == "" {
-		return "", fmt.Errorf("%s not found", name)
-	}
-	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(p, args...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("%s %q: %v: %s%s", name, args, err, stdout.String(), stderr.String())
-	}
-	return stdout.String(), nil
-}
 
 // testDisk is a loop device with one real partition holding a filesystem.
 type testDisk struct {
@@ -93,67 +28,31 @@ type diskOptions struct {
 	populate map[string]string // ext4 only: files to put on the filesystem
 }
 
-// newDisk makes an image with a DOS partition table, attaches it with
-// losetup, adds the partition with partx -a and makes fsType on it. Its
-// cleanup runs even when the test fails: it detaches whatever is still
-// mounted from the partition first (a mounted partition cannot be
-// deleted), then deletes the partition and the loop device.
+// newDisk makes an image with a DOS partition table, attaches it to a
+// loop device, adds the partition and makes fsType on it. The cleanup of
+// looptest.Attach leaves nothing mounted or attached, even when the test
+// fails.
 func newDisk(t testing.TB, fsType, label string, o diskOptions) *testDisk {
 	t.Helper()
 	size := int64(32 << 20)
 	if fsType == "btrfs" {
 		size = 128 << 20
 	}
-	img := filepath.Join(t.TempDir(), "disk.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	sfdisk := exec.Command(mountToolPath("sfdisk"), "-q", img)
-	sfdisk.Stdin = strings.NewReader("label: dos\n,,83\n")
-	if out, err := sfdisk.CombinedOutput(); err != nil {
-		t.Fatalf("sfdisk: %v: %s", err, out)
-	}
-	loop := strings.TrimSpace(mountTool(t, "losetup", "-f", "--show", img))
-	d := &testDisk{loop: loop, part: loop + "p1"}
-	t.Cleanup(func() { d.destroy(t) })
-	mountTool(t, "partx", "-a", loop)
-	var st unix.Stat_t
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if unix.Stat(d.part, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not appear", d.part)
-		}
-	}
-	switch fsType {
-	case "ext4":
-		args := []string{"-q", "-F", "-L", label}
-		if len(o.populate) > 0 {
-			dir := t.TempDir()
-			for name, content := range o.populate {
-				if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-					t.Fatal(err)
-				}
+	loop := looptest.Attach(t, looptest.Image(t, size, "label: dos\n,,83\n"))
+	loop.AddPartitions(t, 1)
+	d := &testDisk{loop: loop.Dev, part: loop.Part(1)}
+	var extra []string
+	if fsType == "ext4" && len(o.populate) > 0 {
+		dir := t.TempDir()
+		for name, content := range o.populate {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+				t.Fatal(err)
 			}
-			args = append(args, "-d", dir)
 		}
-		mountTool(t, "mkfs.ext4", append(args, d.part)...)
-	case "ntfs":
-		mountTool(t, "mkntfs", "-Q", "-q", "-F", "-L", label, d.part)
-	case "vfat":
-		mountTool(t, "mkfs.vfat", "-n", label, d.part)
-	case "btrfs":
-		mountTool(t, "mkfs.btrfs", "-q", "-f", "-L", label, d.part)
-	default:
-		t.Fatalf("newDisk: no mkfs for %s", fsType)
+		extra = []string{"-d", dir}
 	}
-	d.dev = probeDisk(t, d.part, st)
+	looptest.Mkfs(t, fsType, label, d.part, extra...)
+	d.dev = probeDisk(t, d.part, looptest.WaitBlockDevice(t, d.part))
 	return d
 }
 
@@ -162,7 +61,7 @@ func newDisk(t testing.TB, fsType, label string, o diskOptions) *testDisk {
 func probeDisk(t testing.TB, part string, st unix.Stat_t) Device {
 	t.Helper()
 	props := map[string]string{}
-	for line := range strings.Lines(mountTool(t, "blkid", "-p", "-o", "udev", part)) {
+	for line := range strings.Lines(looptest.Run(t, "blkid", "-p", "-o", "udev", part)) {
 		k, v, _ := strings.Cut(strings.TrimSpace(line), "=")
 		props[k] = v
 	}
@@ -200,36 +99,6 @@ func decodeUdevEnc(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-// destroy detaches mounts of the partition, then removes it and the loop
-// device, retrying while something (udev probing) holds them briefly.
-func (d *testDisk) destroy(t testing.TB) {
-	if d.dev.Major != 0 || d.dev.Minor != 0 {
-		if infos, err := mountinfo.GetMounts(nil); err == nil {
-			for i := len(infos) - 1; i >= 0; i-- {
-				if isDeviceMount(infos[i], d.dev) {
-					if err := unix.Unmount(infos[i].Mountpoint, unix.MNT_DETACH); err != nil {
-						t.Errorf("cleanup: umount %s: %v", infos[i].Mountpoint, err)
-					}
-				}
-			}
-		}
-	}
-	retry := func(name string, args ...string) {
-		var err error
-		for range 50 {
-			if _, err = mountToolErr(name, args...); err == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		t.Errorf("cleanup: %v", err)
-	}
-	if _, err := os.Stat(d.part); err == nil {
-		retry("partx", "-d", d.loop)
-	}
-	retry("losetup", "-d", d.loop)
 }
 
 // mountFixture is a Mounter on a fresh mount root and state file.

@@ -17,6 +17,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
+
+	"github.com/hotplugd/hotplugd/internal/looptest"
 )
 
 // checkMounted asserts a mount of dev at path with hotplugd's safe flags
@@ -39,7 +41,7 @@ func checkMounted(t *testing.T, path string, dev Device, fsType string, superOpt
 }
 
 func TestMountExt4Backup(t *testing.T) {
-	requireMountEnv(t, "mkfs.ext4")
+	looptest.Require(t, "mkfs.ext4")
 	disk := newDisk(t, "ext4", "BACKUP", diskOptions{populate: map[string]string{"hello.txt": "hello from BACKUP\n"}})
 	fx := newMountFixture(t, nil)
 	ctx := context.Background()
@@ -109,7 +111,7 @@ func TestMountExt4Backup(t *testing.T) {
 }
 
 func TestMountNTFSHelper(t *testing.T) {
-	requireMountEnv(t, "mkntfs", "ntfs-3g")
+	looptest.Require(t, "mkntfs", "ntfs-3g")
 	disk := newDisk(t, "ntfs", "My Disk", diskOptions{})
 	fx := newMountFixture(t, func(c *MounterConfig) {
 		// This test is about the FUSE helper: a kernel with ntfs3 would
@@ -197,7 +199,7 @@ func writeFilesystemsWithout(t *testing.T, drop ...string) string {
 // Where the kernel does have vfat, a copy of /proc/filesystems without it
 // stands in.
 func TestMountVfatUnsupported(t *testing.T) {
-	requireMountEnv(t, "mkfs.vfat")
+	looptest.Require(t, "mkfs.vfat")
 	disk := newDisk(t, "vfat", "STICK", diskOptions{})
 	fx := newMountFixture(t, func(c *MounterConfig) {
 		known, err := readProcFilesystems(DefaultFilesystemsPath)
@@ -243,7 +245,7 @@ func mustMounts(t *testing.T) []*mountinfoInfo {
 }
 
 func TestMountSameLabelTwice(t *testing.T) {
-	requireMountEnv(t, "mkfs.ext4")
+	looptest.Require(t, "mkfs.ext4")
 	a := newDisk(t, "ext4", "SAME", diskOptions{})
 	b := newDisk(t, "ext4", "SAME", diskOptions{})
 	fx := newMountFixture(t, nil)
@@ -278,7 +280,7 @@ func TestMountSameLabelTwice(t *testing.T) {
 // are mounted as one sanitized component directly under the mount root;
 // nothing runs and no option changes.
 func TestMountHostileLabels(t *testing.T) {
-	requireMountEnv(t, "mkfs.ext4", "mkfs.btrfs")
+	looptest.Require(t, "mkfs.ext4", "mkfs.btrfs")
 	marker := filepath.Join(os.TempDir(), "pwned")
 	os.Remove(marker)
 	tests := []struct {
@@ -341,7 +343,7 @@ func TestMountHostileLabels(t *testing.T) {
 }
 
 func TestMountRootSymlinkRefused(t *testing.T) {
-	requireMountEnv(t, "mkfs.ext4")
+	looptest.Require(t, "mkfs.ext4")
 	disk := newDisk(t, "ext4", "BACKUP", diskOptions{})
 	base := t.TempDir()
 	real := filepath.Join(base, "real")
@@ -390,7 +392,7 @@ func TestMountRootSymlinkRefused(t *testing.T) {
 // TestMountNeverAdopts: a directory, a file and a symlink that hold the
 // wanted names are left as they are; the mount gets the next free name.
 func TestMountNeverAdopts(t *testing.T) {
-	requireMountEnv(t, "mkfs.ext4")
+	looptest.Require(t, "mkfs.ext4")
 	disk := newDisk(t, "ext4", "BACKUP", diskOptions{})
 	fx := newMountFixture(t, nil)
 	elsewhere := t.TempDir()
@@ -437,7 +439,7 @@ func TestMountNeverAdopts(t *testing.T) {
 // TestMountUnmountBusy: a file held open makes the filesystem busy; Unmount
 // detaches it lazily, says so, and the directory is removed.
 func TestMountUnmountBusy(t *testing.T) {
-	requireMountEnv(t, "mkfs.ext4")
+	looptest.Require(t, "mkfs.ext4")
 	disk := newDisk(t, "ext4", "BUSY", diskOptions{populate: map[string]string{"open.txt": "still here"}})
 	fx := newMountFixture(t, nil)
 	ctx := context.Background()
@@ -478,7 +480,7 @@ func TestMountUnmountBusy(t *testing.T) {
 // hotplugd's mount, Unmount refuses, keeps the entry, and a retry after
 // the obstacle is gone finishes the job.
 func TestMountUnmountFailureKeepsEntry(t *testing.T) {
-	requireMountEnv(t, "mkfs.ext4")
+	looptest.Require(t, "mkfs.ext4")
 	disk := newDisk(t, "ext4", "STACK", diskOptions{})
 	fx := newMountFixture(t, nil)
 	ctx := context.Background()
@@ -516,7 +518,7 @@ func TestMountUnmountFailureKeepsEntry(t *testing.T) {
 // device is present and cleans it up (lazily, directory removed) once the
 // device is gone.
 func TestReconcileAfterKill(t *testing.T) {
-	requireMountEnv(t, "mkfs.ext4")
+	looptest.Require(t, "mkfs.ext4")
 	disk := newDisk(t, "ext4", "CRASH", diskOptions{})
 	fx := newMountFixture(t, nil)
 
@@ -621,7 +623,7 @@ func TestHelperProcessMount(t *testing.T) {
 // gone has its empty directory removed; a directory that cannot be
 // removed keeps its entry until it can.
 func TestReconcileLeavesForeignMounts(t *testing.T) {
-	requireMountEnv(t)
+	looptest.Require(t)
 	fx := newMountFixture(t, nil)
 	if err := os.MkdirAll(fx.root, 0o755); err != nil {
 		t.Fatal(err)
@@ -695,7 +697,7 @@ func TestReconcileLeavesForeignMounts(t *testing.T) {
 // TestMountConcurrent: mounts and unmounts of different devices in
 // parallel all land in the state file, which stays valid throughout.
 func TestMountConcurrent(t *testing.T) {
-	requireMountEnv(t, "mkfs.ext4")
+	looptest.Require(t, "mkfs.ext4")
 	const n = 4
 	disks := make([]*testDisk, n)
 	for i := range disks {
@@ -737,7 +739,7 @@ func TestMountConcurrent(t *testing.T) {
 // deadline; when the call finally completes it is undone and the device
 // can be mounted again.
 func TestMountDeadline(t *testing.T) {
-	requireMountEnv(t, "mkfs.ext4")
+	looptest.Require(t, "mkfs.ext4")
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	disk := newDisk(t, "ext4", "SLOW", diskOptions{})
 	fx := newMountFixture(t, nil)
@@ -790,7 +792,7 @@ func TestMountDeadline(t *testing.T) {
 // TestMountSkips: devices that are already mounted or are the
 // administrator's (fstab) are skipped with a reason, creating nothing.
 func TestMountSkips(t *testing.T) {
-	requireMountEnv(t, "mkfs.ext4")
+	looptest.Require(t, "mkfs.ext4")
 	disk := newDisk(t, "ext4", "ADMIN", diskOptions{})
 	ctx := context.Background()
 	for _, spec := range []string{"LABEL=ADMIN", "UUID=" + strings.ToUpper(disk.dev.UUID), disk.part} {
@@ -840,7 +842,7 @@ func TestMountSkips(t *testing.T) {
 // TestMountBtrfsAnonymousDevice: btrfs shows an anonymous device number in
 // mountinfo; its mount is still recognized as the disk's by its source.
 func TestMountBtrfsAnonymousDevice(t *testing.T) {
-	requireMountEnv(t, "mkfs.btrfs")
+	looptest.Require(t, "mkfs.btrfs")
 	disk := newDisk(t, "btrfs", "BTR", diskOptions{})
 	fx := newMountFixture(t, nil)
 	ctx := context.Background()
@@ -864,7 +866,7 @@ func TestMountBtrfsAnonymousDevice(t *testing.T) {
 // xfs for an ext4 filesystem) the directory created for it is removed and
 // nothing is recorded.
 func TestMountFailureRemovesDir(t *testing.T) {
-	requireMountEnv(t, "mkfs.ext4")
+	looptest.Require(t, "mkfs.ext4")
 	disk := newDisk(t, "ext4", "LIAR", diskOptions{})
 	fx := newMountFixture(t, nil)
 	dev := disk.dev
@@ -886,7 +888,7 @@ func TestMountFailureRemovesDir(t *testing.T) {
 // elements and a fixed environment; one that hangs is killed with its
 // process group at the deadline and leaves no directory.
 func TestMountHelperArgvAndDeadline(t *testing.T) {
-	requireMountEnv(t, "mkfs.ext4")
+	looptest.Require(t, "mkfs.ext4")
 	disk := newDisk(t, "ext4", "--x $(y)", diskOptions{})
 	helperDir := t.TempDir()
 	out := t.TempDir()

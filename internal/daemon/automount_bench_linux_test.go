@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hotplugd/hotplugd/internal/listener"
+	"github.com/hotplugd/hotplugd/internal/looptest"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
@@ -33,7 +34,7 @@ const amLatencyRuns = 20
 //
 // The goal is p50 ≤ 50 ms. Run it as root with -benchtime 1x.
 func BenchmarkAutomountLatency(b *testing.B) {
-	amRequire(b, "mkfs.ext4")
+	looptest.Require(b, "go", "mkfs.ext4")
 	bin := amBuild(b)
 	disk := amNewDisk(b, "ext4", "BENCH", nil)
 	dm := amStart(b, bin, amConfig{disks: []*amDisk{disk}})
@@ -61,9 +62,8 @@ func BenchmarkAutomountLatency(b *testing.B) {
 				<-adds
 			}
 			start := time.Now()
-			amTool(b, "partx", "-a", "--nr", "1", disk.loop)
+			looptest.Run(b, "partx", "-a", "--nr", "1", disk.loop)
 			partxDone := time.Now()
-			disk.attached = true
 			seen := amWaitMountinfo(b, mountPoint, true)
 			var event time.Time
 			select {

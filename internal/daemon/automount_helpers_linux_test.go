@@ -28,84 +28,19 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hotplugd/hotplugd/internal/actions"
+	"github.com/hotplugd/hotplugd/internal/looptest"
 )
-
-// amRequire skips a test that needs root, loop devices, the partition
-// tools and the go command (to build the daemon), unless CI=true, where
-// a missing prerequisite is a failure.
-func amRequire(t testing.TB, tools ...string) {
-	t.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		missing = append(missing, "/dev/loop-control")
-	}
-	for _, tool := range append([]string{"go", "sfdisk", "losetup", "partx", "blkid"}, tools...) {
-		if amToolPath(tool) == "" {
-			missing = append(missing, tool)
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("prerequisites missing: %s", strings.Join(missing, ", "))
-	}
-	t.Skipf("prerequisites missing: %s", strings.Join(missing, ", "))
-}
-
-// amToolPath finds a program in PATH or in the sbin directories a
-// non-login root PATH sometimes lacks.
-func amToolPath(name string) string {
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/go/bin"} {
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			return p
-		}
-	}
-	return ""
-}
-
-// amTool runs a program and returns its stdout; failing, it fails the test
-// with everything the program said.
-func amTool(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := amToolErr(name, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func amToolErr(name string, args ...string) (string, error) {
-	p := amToolPath(name)
-	if p == "" {
-		return "", fmt.Errorf("%s not found", name)
-	}
-	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(p, args...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("%s %q: %v: %s%s", name, args, err, stdout.String(), stderr.String())
-	}
-	return stdout.String(), nil
-}
 
 // amBuild builds cmd/hotplugd into a temporary directory and returns the
 // binary's path: the tests run the daemon exactly as a user would.
 func amBuild(t testing.TB) string {
 	t.Helper()
-	gomod := strings.TrimSpace(amTool(t, "go", "env", "GOMOD"))
+	gomod := strings.TrimSpace(looptest.Run(t, "go", "env", "GOMOD"))
 	if gomod == "" || gomod == os.DevNull {
 		t.Fatalf("go env GOMOD: not in a module (%q)", gomod)
 	}
 	bin := filepath.Join(t.TempDir(), "hotplugd")
-	cmd := exec.Command(amToolPath("go"), "build", "-o", bin, "./cmd/hotplugd")
+	cmd := exec.Command(looptest.ToolPath("go"), "build", "-o", bin, "./cmd/hotplugd")
 	cmd.Dir = filepath.Dir(gomod)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/hotplugd: %v\n%s", err, out)
@@ -116,7 +51,8 @@ func amBuild(t testing.TB) string {
 // amDisk is a disk image with a DOS partition table holding one
 // partition with a filesystem, attached to a loop device. The partition's
 // block device, loopNp1, exists between attach (partx -a: the kernel's
-// real "add" uevent) and detach (partx -d: its "remove").
+// real "add" uevent) and detach (partx -d: its "remove"). The cleanup of
+// looptest.Attach leaves nothing mounted or attached.
 type amDisk struct {
 	t     testing.TB
 	loop  string // /dev/loopN
@@ -125,8 +61,7 @@ type amDisk struct {
 	label string
 	uuid  string // the filesystem's UUID, as blkid reports it
 
-	attached bool
-	devnum   string // MAJOR:MINOR of the partition while attached
+	devnum string // MAJOR:MINOR of the partition while attached
 }
 
 // Partition size and offset: 1 MiB, as sfdisk aligns the first
@@ -145,12 +80,8 @@ const (
 // the loop device, even when the test fails.
 func amNewDisk(t testing.TB, fsType, label string, files map[string]string) *amDisk {
 	t.Helper()
-	dir := t.TempDir()
-	partImg, diskImg := filepath.Join(dir, "part.img"), filepath.Join(dir, "disk.img")
-	amTruncate(t, partImg, amDiskSize-amPartStart)
-	amTruncate(t, diskImg, amDiskSize)
-
-	content := filepath.Join(dir, "content")
+	partImg := looptest.Image(t, amDiskSize-amPartStart, "")
+	content := filepath.Join(t.TempDir(), "content")
 	if err := os.Mkdir(content, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -162,50 +93,32 @@ func amNewDisk(t testing.TB, fsType, label string, files map[string]string) *amD
 	partType := "83"
 	switch fsType {
 	case "ext4":
-		amTool(t, "mkfs.ext4", "-q", "-F", "-L", label, "-d", content, partImg)
+		looptest.Mkfs(t, "ext4", label, partImg, "-d", content)
 	case "btrfs":
 		// Mixed block groups: a btrfs this small needs them.
-		amTool(t, "mkfs.btrfs", "-q", "-f", "-M", "-L", label, "--rootdir", content, partImg)
+		looptest.Mkfs(t, "btrfs", label, partImg, "-M", "--rootdir", content)
 	case "ntfs":
 		partType = "7"
-		amTool(t, "mkntfs", "-Q", "-q", "-F", "-L", label, partImg)
+		looptest.Mkfs(t, "ntfs", label, partImg)
 		for name := range files {
-			amTool(t, "ntfscp", "-q", partImg, filepath.Join(content, name), name)
+			looptest.Run(t, "ntfscp", "-q", partImg, filepath.Join(content, name), name)
 		}
 	case "vfat":
 		partType = "c"
 		if len(files) > 0 {
 			t.Fatal("amNewDisk: no files on vfat")
 		}
-		amTool(t, "mkfs.vfat", "-n", label, partImg)
+		looptest.Mkfs(t, "vfat", label, partImg)
 	default:
 		t.Fatalf("amNewDisk: no mkfs for %s", fsType)
 	}
-	uuid := strings.TrimSpace(amTool(t, "blkid", "-p", "-o", "value", "-s", "UUID", partImg))
+	uuid := strings.TrimSpace(looptest.Run(t, "blkid", "-p", "-o", "value", "-s", "UUID", partImg))
 
-	sfdisk := exec.Command(amToolPath("sfdisk"), "-q", diskImg)
-	sfdisk.Stdin = strings.NewReader("label: dos\nstart=2048, type=" + partType + "\n")
-	if out, err := sfdisk.CombinedOutput(); err != nil {
-		t.Fatalf("sfdisk: %v: %s", err, out)
-	}
+	diskImg := looptest.Image(t, amDiskSize, "label: dos\nstart=2048, type="+partType+"\n")
 	amCopyAt(t, partImg, diskImg, amPartStart)
 
-	loop := strings.TrimSpace(amTool(t, "losetup", "-f", "--show", diskImg))
-	d := &amDisk{t: t, loop: loop, name: filepath.Base(loop), fs: fsType, label: label, uuid: uuid}
-	t.Cleanup(d.destroy)
-	return d
-}
-
-func amTruncate(t testing.TB, path string, size int64) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
+	loop := looptest.Attach(t, diskImg)
+	return &amDisk{t: t, loop: loop.Dev, name: loop.Name, fs: fsType, label: label, uuid: uuid}
 }
 
 // amCopyAt writes the image src into dst at offset, skipping blocks of
@@ -255,8 +168,7 @@ func (d *amDisk) devpath() string { return "/devices/virtual/block/" + d.name + 
 // sends its "add" uevent.
 func (d *amDisk) attach() {
 	d.t.Helper()
-	amTool(d.t, "partx", "-a", "--nr", "1", d.loop)
-	d.attached = true
+	looptest.Run(d.t, "partx", "-a", "--nr", "1", d.loop)
 	d.waitNode()
 }
 
@@ -296,50 +208,11 @@ func (d *amDisk) detach() {
 	d.t.Helper()
 	var err error
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if _, err = amToolErr("partx", "-d", "--nr", "1", d.loop); err == nil {
-			d.attached = false
+		if _, err = looptest.RunErr("partx", "-d", "--nr", "1", d.loop); err == nil {
 			return
 		}
 	}
 	d.t.Fatalf("partition of %s still busy: %v", d.loop, err)
-}
-
-// destroy is the cleanup: detach every mount of the partition, delete
-// the partition, detach the loop device.
-func (d *amDisk) destroy() {
-	if d.attached {
-		amUnmountDevice(d.t, d.part(), d.devnum)
-		var err error
-		for range 50 {
-			if _, err = amToolErr("partx", "-d", "--nr", "1", d.loop); err == nil {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		if err != nil {
-			d.t.Errorf("cleanup: %v", err)
-		}
-	}
-	if _, err := amToolErr("losetup", "-d", d.loop); err != nil {
-		d.t.Errorf("cleanup: %v", err)
-	}
-}
-
-// amUnmountDevice lazily unmounts every mount of a device, by source or
-// device number, wherever it is.
-func amUnmountDevice(t testing.TB, devnode, devnum string) {
-	infos, err := mountinfo.GetMounts(func(mi *mountinfo.Info) (skip, stop bool) {
-		return !(mi.Source == devnode || devnum != "" && fmt.Sprintf("%d:%d", mi.Major, mi.Minor) == devnum), false
-	})
-	if err != nil {
-		t.Errorf("cleanup: %v", err)
-		return
-	}
-	for i := len(infos) - 1; i >= 0; i-- {
-		if err := unix.Unmount(infos[i].Mountpoint, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-			t.Errorf("cleanup: umount %s: %v", infos[i].Mountpoint, err)
-		}
-	}
 }
 
 // isMount reports whether mi is the mount of the partition: by device

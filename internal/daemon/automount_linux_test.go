@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hotplugd/hotplugd/internal/looptest"
 )
 
 // TestAutomount runs the flagship use end to end: the hotplugd binary,
@@ -23,7 +25,7 @@ import (
 // the daemon's state file. Each subtest's rule names only its own loop
 // devices, so no other block device of the machine is touched.
 func TestAutomount(t *testing.T) {
-	amRequire(t, "mkfs.ext4", "mkntfs", "ntfscp", "mkfs.vfat", "mkfs.btrfs", "mount.ntfs-3g")
+	looptest.Require(t, "go", "mkfs.ext4", "mkntfs", "ntfscp", "mkfs.vfat", "mkfs.btrfs", "mount.ntfs-3g")
 	bin := amBuild(t)
 	for _, tt := range []struct {
 		name string
@@ -329,8 +331,7 @@ func testAutomountBusy(t *testing.T, bin string) {
 		t.Errorf("the open file after the lazy unmount: %q, %v", b, err)
 	}
 	// The detached filesystem still holds the partition...
-	if _, err := amToolErr("partx", "-d", "--nr", "1", disk.loop); err == nil {
-		disk.attached = false
+	if _, err := looptest.RunErr("partx", "-d", "--nr", "1", disk.loop); err == nil {
 		t.Fatal("partx -d succeeded while a file of the lazily unmounted filesystem was open")
 	}
 	// ...until its last file is closed.

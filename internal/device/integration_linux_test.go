@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/hotplugd/hotplugd/internal/looptest"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
@@ -41,37 +42,13 @@ func cmdOut(t *testing.T, stdin string, name string, args ...string) string {
 
 // loopPartition attaches a 64 MiB image with one partition of DOS type
 // ptype and returns the disk and partition names ("loop3", "loop3p1").
-// Cleanup removes the partition and detaches the loop device even when
-// the test fails.
+// The cleanup of looptest.Attach removes the partition and detaches the
+// loop device even when the test fails.
 func loopPartition(t *testing.T, ptype string) (disk, part string) {
 	t.Helper()
-	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 64<<20); err != nil {
-		t.Fatal(err)
-	}
-	cmdOut(t, "label: dos\nstart=2048, type="+ptype+"\n", "sfdisk", "-q", img)
-	dev := cmdOut(t, "", "losetup", "-f", "--show", img)
-	t.Cleanup(func() {
-		if out, err := exec.Command(needTool(t, "losetup"), "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
-	disk = strings.TrimPrefix(dev, "/dev/")
-	part = disk + "p1"
-	cmdOut(t, "", "partx", "-a", dev)
-	t.Cleanup(func() {
-		if _, err := os.Stat("/sys/class/block/" + part); err == nil {
-			exec.Command(needTool(t, "partx"), "-d", dev).Run()
-		}
-	})
-	waitFor(t, "/dev/"+part+" to appear", func() bool {
-		_, err := os.Stat("/dev/" + part)
-		return err == nil
-	})
-	return disk, part
+	loop := looptest.Attach(t, looptest.Image(t, 64<<20, "label: dos\nstart=2048, type="+ptype+"\n"))
+	loop.AddPartitions(t, 1)
+	return loop.Name, loop.PartName(1)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -28,6 +28,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hotplugd/hotplugd/internal/looptest"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
@@ -195,30 +196,10 @@ func TestLoopPartitions(t *testing.T) {
 	for _, c := range []string{"losetup", "sfdisk", "partx"} {
 		needCmd(t, c)
 	}
-	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 32<<20); err != nil {
-		t.Fatal(err)
-	}
-	sfdisk := exec.Command("sfdisk", "--quiet", img)
-	sfdisk.Stdin = strings.NewReader("label: dos\n,8MiB,L\n,8MiB,L\n")
-	if out, err := sfdisk.CombinedOutput(); err != nil {
-		t.Fatalf("sfdisk: %v\n%s", err, out)
-	}
-	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup: %v\n%s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		exec.Command("partx", "-d", dev).Run() // partitions may be gone already
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v\n%s", dev, err, out)
-		}
-	})
-	name := filepath.Base(dev)
+	// Attach's cleanup deletes the partitions, if still there, and
+	// detaches the loop device.
+	loop := looptest.Attach(t, looptest.Image(t, 32<<20, "label: dos\n,8MiB,L\n,8MiB,L\n"))
+	dev, name := loop.Dev, loop.Name
 	parent := "/devices/virtual/block/" + name
 	c := newCollector(func(ev uevent.Event) bool { return strings.HasPrefix(ev.DevPath, parent+"/") })
 	start(t, Config{}, c)
