@@ -317,6 +317,11 @@ func TestBinaryActionTimeoutKillsGroup(t *testing.T) {
 				return pid
 			}
 			gc, leader := pidOf(gcFile), pidOf(leaderFile)
+			// $! is written as soon as the shell forks: wait for the exec.
+			eventually(t, waitAction, func() bool {
+				p, ok := readProc(gc)
+				return !ok || strings.Contains(p.cmdline, marker)
+			}, "grandchild %d to exec sleep", gc)
 			if p, ok := readProc(gc); !ok || !strings.Contains(p.cmdline, marker) || p.pgid != leader {
 				t.Fatalf("grandchild %d: %+v, want `sleep %s` in group %d", gc, p, marker, leader)
 			}
