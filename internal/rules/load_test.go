@@ -667,6 +667,41 @@ func TestUnsafePermissions(t *testing.T) {
 	}
 }
 
+// An ancestor anyone may write lets them swap the rules' directory; one
+// with the sticky bit (like /tmp) does not.
+func TestUnsafePermissionsAncestor(t *testing.T) {
+	top := t.TempDir()
+	mid := filepath.Join(top, "mid")
+	dir := filepath.Join(mid, "hotplugd")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	uid := os.Getuid()
+	for _, tc := range []struct {
+		mode os.FileMode
+		want []string
+	}{
+		{0o755, nil},
+		{0o777, []string{"directory " + mid + " is writable by its group and others (mode 0777)"}},
+		{0o777 | os.ModeSticky, nil},
+	} {
+		if err := os.Chmod(mid, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		got, err := UnsafePermissions(path, uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("ancestor mode %v (-want +got):\n%s", tc.mode, diff)
+		}
+	}
+}
+
 func TestTestdataValid(t *testing.T) {
 	paths, _ := filepath.Glob("testdata/*.yaml")
 	if len(paths) == 0 {

@@ -9,8 +9,9 @@ import (
 
 // UnsafePermissions returns why the rules file at path could be changed by
 // someone other than root and the user uid (the daemon's own): the file,
-// its directory or, through a symlink, the target's directory is writable
-// by its group or others, or owned by another user. The file decides what
+// its directory, any directory above it (unless sticky, like /tmp) or,
+// through a symlink, the target and its directories are writable by their
+// group or others, or owned by another user. The file decides what
 // runs as root, so the daemon refuses such a file and `hotplugd check`
 // warns about it. A nil result means the file is safe.
 func UnsafePermissions(path string, uid int) ([]string, error) {
@@ -26,6 +27,25 @@ func UnsafePermissions(path string, uid int) ([]string, error) {
 			return nil, err
 		}
 		problems = append(problems, modeProblems(it.what, it.path, fi, uid)...)
+	}
+	// Whoever may rename an ancestor may put another directory in its
+	// place. A directory writable by others is safe only with the sticky
+	// bit (like /tmp), which lets nobody rename what they do not own.
+	dir := items[len(items)-1].path
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	for dir != "/" {
+		dir = filepath.Dir(dir)
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return nil, err
+		}
+		if fi.Mode()&os.ModeSticky == 0 {
+			problems = append(problems, modeProblems("directory", dir, fi, uid)...)
+		} else if owner, ok := fileOwner(fi); ok && owner != 0 && owner != uid {
+			problems = append(problems, fmt.Sprintf("directory %s is owned by uid %d, not root", dir, owner))
+		}
 	}
 	return problems, nil
 }
