@@ -55,12 +55,36 @@ func (b *db) get(devpath string) *record {
 	r := &record{devpath: devpath}
 	b.byPath[devpath] = b.lru.PushFront(r)
 	for b.lru.Len() > b.max {
-		old := b.lru.Back()
+		old := b.victim()
 		b.lru.Remove(old)
 		delete(b.byPath, old.Value.(*record).devpath)
 		b.evictions++
 	}
 	return r
+}
+
+// victim is the record to evict: the least recently used one that is not
+// a block device, among the oldest few, else the least recently used.
+// Block devices are what remove rules (fs.*) and unmounting care about;
+// a large machine's CPUs and memory blocks should go first. The
+// newest record, just made, is never its own victim.
+func (b *db) victim() *list.Element {
+	e := b.lru.Back()
+	for i := 0; i < 64 && e != nil && e != b.lru.Front(); i, e = i+1, e.Prev() {
+		if !isBlock(e.Value.(*record).props) {
+			return e
+		}
+	}
+	return b.lru.Back()
+}
+
+func isBlock(props []uevent.Property) bool {
+	for _, p := range props {
+		if p.Key == "SUBSYSTEM" {
+			return p.Value == "block"
+		}
+	}
+	return false
 }
 
 // replace forgets what was known about devpath and starts over with props.

@@ -498,6 +498,19 @@ func TestDatabaseMove(t *testing.T) {
 	}
 }
 
+// Block devices outlive others in a full database: their remove rules
+// and unmounting need what was recorded.
+func TestDatabaseKeepsBlockDevices(t *testing.T) {
+	m := newManager(t, Config{DBMax: 2})
+	lo := "/devices/virtual/net/lo"
+	m.For(event(t, "add", sdbPath)).Done()
+	m.For(event(t, "add", lo, "SUBSYSTEM=net")).Done()
+	m.For(event(t, "add", loop0Path)).Done() // sdb is the oldest, lo goes
+	if diff := cmp.Diff([]string{sdbPath, loop0Path}, m.Devpaths()); diff != "" {
+		t.Errorf("Devpaths() (-want +got):\n%s", diff)
+	}
+}
+
 func TestDatabaseBounded(t *testing.T) {
 	m := newManager(t, Config{DBMax: 2})
 	paths := []string{sdbPath, sdb1Path, loop0Path}
