@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -91,6 +92,12 @@ type daemon struct {
 	mu      sync.Mutex
 	lastErr string
 
+	// present is every device an event said exists (devpath → subsystem),
+	// what a resync compares /sys with. Unlike the device database it is
+	// never evicted; it holds one entry per device of the machine.
+	presentMu sync.Mutex
+	present   map[string]string
+
 	matched sync.Pool // of *[]*rules.Rule, for handle
 }
 
@@ -98,7 +105,7 @@ type daemon struct {
 // cancelled (SIGTERM/SIGINT), and an error when it cannot start.
 func Run(ctx context.Context, cfg Config) error {
 	cfg.defaults()
-	d := &daemon{cfg: cfg, log: cfg.Logger, sd: notifier{log: cfg.Logger}}
+	d := &daemon{cfg: cfg, log: cfg.Logger, sd: notifier{log: cfg.Logger}, present: make(map[string]string)}
 	d.matched.New = func() any { return new([]*rules.Rule) }
 	d.errLog.init(time.Minute, 3)
 
@@ -325,6 +332,7 @@ func (d *daemon) handle(ctx context.Context, ev *uevent.Event) {
 	if ev.Source == uevent.SourceColdplug {
 		defer d.coldplugDone()
 	}
+	d.notePresence(ev)
 	st := d.state.Load()
 	dev := d.devs.For(*ev)
 	defer dev.Done()
@@ -441,6 +449,7 @@ func (d *daemon) resync(ctx context.Context) {
 	if err != nil {
 		d.log.Warn("resync: some devices could not be read", "err", err)
 	}
+	known := d.presentDevices()
 	present := make(map[string]bool, len(evs))
 	added, removed := 0, 0
 	for i := range evs {
@@ -448,18 +457,18 @@ func (d *daemon) resync(ctx context.Context) {
 		present[e.DevPath] = true
 		// A device with events still queued is up to date once they
 		// are handled; only devices nothing was heard of get an "add".
-		if !d.devs.Known(e.DevPath) && !d.disp.pending(e.DevPath) {
+		if _, ok := known[e.DevPath]; !ok && !d.disp.pending(e.DevPath) {
 			e.Source = uevent.SourceResync
 			if d.disp.Submit(ctx, e) == queued {
 				added++
 			}
 		}
 	}
-	for _, p := range d.devs.Devpaths() {
+	for p, subsystem := range known {
 		if present[p] || d.disp.pending(p) {
 			continue
 		}
-		if ev, ok := d.removeEvent(p); ok && d.disp.Submit(ctx, ev) == queued {
+		if ev, ok := d.removeEvent(p, subsystem); ok && d.disp.Submit(ctx, ev) == queued {
 			removed++
 		}
 	}
@@ -469,12 +478,36 @@ func (d *daemon) resync(ctx context.Context) {
 	}
 }
 
+// notePresence keeps d.present up to date with one event.
+func (d *daemon) notePresence(ev *uevent.Event) {
+	d.presentMu.Lock()
+	defer d.presentMu.Unlock()
+	switch ev.Action {
+	case "remove":
+		delete(d.present, ev.DevPath)
+	case "move":
+		delete(d.present, ev.Get("DEVPATH_OLD"))
+		d.present[ev.DevPath] = ev.Subsystem
+	default:
+		if d.present[ev.DevPath] != ev.Subsystem {
+			d.present[ev.DevPath] = ev.Subsystem
+		}
+	}
+}
+
+// presentDevices is a copy of d.present.
+func (d *daemon) presentDevices() map[string]string {
+	d.presentMu.Lock()
+	defer d.presentMu.Unlock()
+	return maps.Clone(d.present)
+}
+
 // removeEvent builds the "remove" of a device that vanished unseen, from
-// what the device database recorded.
-func (d *daemon) removeEvent(devpath string) (*uevent.Event, bool) {
+// what the device database recorded, else from its devpath and subsystem.
+func (d *daemon) removeEvent(devpath, subsystem string) (*uevent.Event, bool) {
 	props, ok := d.devs.Recorded(devpath)
 	if !ok {
-		return nil, false
+		props = []uevent.Property{{Key: "DEVPATH", Value: devpath}, {Key: "SUBSYSTEM", Value: subsystem}}
 	}
 	out := make([]uevent.Property, 0, len(props))
 	for _, p := range props {
