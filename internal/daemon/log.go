@@ -3,7 +3,6 @@ package daemon
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -11,21 +10,6 @@ import (
 
 	"github.com/coreos/go-systemd/v22/journal"
 )
-
-// ParseLevel turns a log_level setting into a slog level.
-func ParseLevel(s string) (slog.Level, error) {
-	switch strings.ToLower(s) {
-	case "debug":
-		return slog.LevelDebug, nil
-	case "", "info":
-		return slog.LevelInfo, nil
-	case "warn", "warning":
-		return slog.LevelWarn, nil
-	case "error":
-		return slog.LevelError, nil
-	}
-	return 0, fmt.Errorf("unknown log level %q (debug, info, warn, error)", s)
-}
 
 // NewLogger logs to the journal's native protocol when stderr is connected
 // to the journal (systemd sets JOURNAL_STREAM), so fields stay separate and

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"log/slog"
-	"strings"
 	"testing"
 
 	"github.com/coreos/go-systemd/v22/journal"
@@ -62,17 +61,5 @@ func TestJournalField(t *testing.T) {
 		if got := journalField("", in); got != want {
 			t.Errorf("journalField(%q) = %q, want %q", in, got, want)
 		}
-	}
-}
-
-func TestParseLevel(t *testing.T) {
-	for in, want := range map[string]slog.Level{"debug": slog.LevelDebug, "": slog.LevelInfo, "WARN": slog.LevelWarn, "error": slog.LevelError} {
-		got, err := ParseLevel(in)
-		if err != nil || got != want {
-			t.Errorf("ParseLevel(%q) = %v, %v", in, got, err)
-		}
-	}
-	if _, err := ParseLevel("loud"); err == nil || !strings.Contains(err.Error(), "loud") {
-		t.Errorf("ParseLevel(loud) error = %v", err)
 	}
 }
