@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -19,25 +18,12 @@ const defaultRulesPath = "/etc/hotplugd/rules.yaml"
 // a one-line summary on stdout, and on failure one FILE:LINE:COL line per
 // problem on stderr, exit status 1.
 func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("check", "check [--config FILE]",
+		"Validate a rules file. Exit status 0 when it is valid, 1 with one\n"+
+			"FILE:LINE:COL: message line per problem on stderr otherwise.", stderr)
 	config := fs.String("config", defaultRulesPath, "the rules `FILE` to check")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: hotplugd check [--config FILE]\n\n"+
-			"Validate a rules file. Exit status 0 when it is valid, 1 with one\n"+
-			"FILE:LINE:COL: message line per problem on stderr otherwise.\n\nflags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return exitError(2)
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "hotplugd check: unexpected argument %q\n", fs.Arg(0))
-		fs.Usage()
-		return exitError(2)
+	if _, exit, ok := parseFlags(fs, args, false); !ok {
+		return exit
 	}
 	rs, err := loadRules(*config, stderr)
 	if err != nil {
@@ -68,8 +54,8 @@ func loadRules(path string, stderr io.Writer) (*rules.RuleSet, error) {
 }
 
 // warnPermissions says when someone other than root (and this user)
-// could change the file: the daemon refuses such a file (DESIGN.md,
-// security invariant 4), so check says so before it is deployed.
+// could change the file: the daemon refuses such a file, since it decides
+// what runs as root, so check says so before it is deployed.
 func warnPermissions(path string, stderr io.Writer) {
 	problems, err := rules.UnsafePermissions(path, os.Getuid())
 	if err != nil {

@@ -11,7 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/hotplugd/hotplugd/internal/actions"
+	"github.com/hotplugd/hotplugd/internal/actions/notify"
 )
 
 // exitError carries a process exit status out of a subcommand without a
@@ -39,7 +39,7 @@ func commands() map[string]command {
 }
 
 func main() {
-	actions.RunNotifyHelper() // returns unless this process is a desktop-notification helper
+	notify.RunNotifyHelper() // returns unless this process is a desktop-notification helper
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,24 +20,14 @@ import (
 // one JSON object a line, until ctx is cancelled; then one summary line of
 // the listener's counters on stderr.
 func runMonitor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("monitor", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("monitor", "monitor [--json] [--source kernel|udev|auto] [--subsystem S]",
+		"Print live uevents like udevadm monitor --property, or one JSON object\n"+
+			"a line; on exit, a summary of what was received and dropped.", stderr)
 	asJSON := fs.Bool("json", false, "print one JSON object per event and line")
 	source := fs.String("source", "kernel", "`kernel`, udev or auto (udev when udevd runs)")
 	subsystem := fs.String("subsystem", "", "print only events of this `subsystem`")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: hotplugd monitor [--json] [--source kernel|udev|auto] [--subsystem S]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return exitError(2)
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return exitError(2)
+	if _, exit, ok := parseFlags(fs, args, false); !ok {
+		return exit
 	}
 
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"io"
 	"log/slog"
 
@@ -10,15 +9,11 @@ import (
 )
 
 func runRun(ctx context.Context, args []string, _, stderr io.Writer) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	config := fs.String("config", defaultRulesPath, "rules file")
-	if err := fs.Parse(args); err != nil {
-		return exitError(2)
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return exitError(2)
+	fs := newFlags("run", "run [--config FILE]",
+		"Run the daemon in the foreground: listen to uevents and run the rules'\nactions until SIGTERM or SIGINT; SIGHUP reloads the rules.", stderr)
+	config := fs.String("config", defaultRulesPath, "the rules `FILE`")
+	if _, exit, ok := parseFlags(fs, args, false); !ok {
+		return exit
 	}
 	lv := new(slog.LevelVar)
 	return daemon.Run(ctx, daemon.Config{

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/hotplugd/hotplugd/internal/device"
+	"github.com/hotplugd/hotplugd/internal/host"
 	"go.uber.org/goleak"
 )
 
@@ -112,36 +114,6 @@ func TestDryRunBadConfig(t *testing.T) {
 	}
 }
 
-func TestParseEvent(t *testing.T) {
-	tests := []struct {
-		name, in, action string
-		want             string // ACTION DEVPATH SUBSYSTEM SEQNUM, or the error
-	}{
-		{"newline", "ACTION=add\nDEVPATH=/devices/a\nSUBSYSTEM=block\n", "", "add /devices/a block 0"},
-		{"crlf and comments", "# x\r\nACTION=add\r\n\r\nDEVPATH=/devices/a\r\nSUBSYSTEM=block\r\nSEQNUM=7\r\n", "", "add /devices/a block 7"},
-		{"kernel header", "add@/devices/a\x00ACTION=add\x00DEVPATH=/devices/a\x00SUBSYSTEM=block\x00SEQNUM=3\x00", "", "add /devices/a block 3"},
-		{"header only", "remove@/devices/a\nSUBSYSTEM=usb\n", "", "remove /devices/a usb 0"},
-		{"action override", "remove@/devices/a\nSUBSYSTEM=usb\n", "bind", "bind /devices/a usb 0"},
-		{"header mismatch", "add@/devices/a\nACTION=remove\nDEVPATH=/devices/a\nSUBSYSTEM=usb\n", "", `header disagrees with properties: header ACTION "add", property "remove"`},
-		{"value with = and @", "ACTION=add\nDEVPATH=/devices/a\nSUBSYSTEM=net\nX=a=b@c\n", "", "add /devices/a net 0"},
-		{"udevadm monitor", "UDEV  [1234.567890] add      /devices/a (block)\nACTION=add\nDEVPATH=/devices/a\nSUBSYSTEM=block\nSEQNUM=12\n", "", "add /devices/a block 12"},
-		{"json", `{"action":"change","devpath":"/devices/b","subsystem":"net","env":{"INTERFACE":"lo"}}`, "", "change /devices/b net 0"},
-		{"no devpath", "ACTION=add\nSUBSYSTEM=block\n", "", "no DEVPATH"},
-		{"devpath escape", "ACTION=add\nDEVPATH=/devices/../etc\nSUBSYSTEM=block\n", "", `bad DEVPATH: "/devices/../etc"`},
-		{"not key=value", "ACTION=add\nwhat\n", "", `line 2: "what" is not KEY=VALUE`},
-	}
-	for _, tt := range tests {
-		ev, err := parseEvent([]byte(tt.in), tt.action)
-		got := fmt.Sprintf("%s %s %s %d", ev.Action, ev.DevPath, ev.Subsystem, ev.Seqnum)
-		if err != nil {
-			got = err.Error()
-		}
-		if got != tt.want {
-			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
-		}
-	}
-}
-
 // TestDryRunSyspath builds the event of a real device from /sys: the
 // loopback interface, present on every Linux machine.
 func TestDryRunSyspath(t *testing.T) {
@@ -205,5 +177,46 @@ func TestQuoting(t *testing.T) {
 		if got := display(in); got != want {
 			t.Errorf("display(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+// TestDryRunFSAsDaemon feeds one event through the daemon's path (the
+// device manager's view, which the rules read) and through `hotplugd test
+// --event`: both must see the same fs.*, _ENC properties decoded.
+func TestDryRunFSAsDaemon(t *testing.T) {
+	dir := t.TempDir()
+	evFile := filepath.Join(dir, "event")
+	text := "ACTION=add\nDEVPATH=/devices/virtual/block/loop0/loop0p1\nSUBSYSTEM=block\nDEVNAME=loop0p1\n" +
+		"MAJOR=259\nMINOR=0\nSEQNUM=9\nID_FS_TYPE=vfat\nID_FS_USAGE=filesystem\nID_FS_LABEL=My_Disk\n" +
+		`ID_FS_LABEL_ENC=My\x20Disk` + "\nID_FS_UUID=5E2F-1A3B\nID_FS_UUID_ENC=5E2F-1A3B\nID_FS_VERSION=FAT32\n"
+	if err := os.WriteFile(evFile, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rulesFile := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(rulesFile, []byte("rules:\n  - name: label\n    match: fs.label == \"My Disk\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	ev, err := readEventFile(evFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := device.New(device.Config{Roots: host.Roots{Sys: dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	d := m.For(ev)
+	daemonFS := d.FS()
+	d.Done()
+
+	got, code := runCmd(t, "test", "--config", rulesFile, "--event", evFile)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, got)
+	}
+	line := fmt.Sprintf("  fs.type=%s fs.usage=%s fs.label=%s fs.uuid=%s fs.version=%s\n",
+		quoteArg(daemonFS.Type), quoteArg(daemonFS.Usage), quoteArg(daemonFS.Label), quoteArg(daemonFS.UUID), quoteArg(daemonFS.Version))
+	if daemonFS.Label != "My Disk" || !strings.Contains(got, line) || !strings.Contains(got, "rule label (") || !strings.Contains(got, "): matched\n") {
+		t.Errorf("the daemon sees %+v; the dry run printed:\n%s", daemonFS, got)
 	}
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 
@@ -13,27 +11,14 @@ import (
 // runTrigger asks the kernel to re-emit events for present devices, like
 // `udevadm trigger`: parents before children.
 func runTrigger(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("trigger", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("trigger", "trigger [--action A] [--subsystem S] [--dry-run]",
+		"Make the kernel emit an event for every present device (of a subsystem)\n"+
+			"by writing to its sysfs uevent file.", stderr)
 	action := fs.String("action", "add", "the `ACTION` to emit: add, remove, change, ...")
 	subsystem := fs.String("subsystem", "", "only devices of `SUBSYSTEM` (default all)")
 	dryRun := fs.Bool("dry-run", false, "list the devices, trigger nothing")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: hotplugd trigger [--action A] [--subsystem S] [--dry-run]\n\n"+
-			"Make the kernel emit an event for every present device (of a subsystem)\n"+
-			"by writing to its sysfs uevent file.\n\nflags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return exitError(2)
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "hotplugd trigger: unexpected argument %q\n", fs.Arg(0))
-		fs.Usage()
-		return exitError(2)
+	if _, exit, ok := parseFlags(fs, args, false); !ok {
+		return exit
 	}
 	m, err := device.New(device.Config{})
 	if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"runtime/debug"
@@ -12,10 +11,9 @@ import (
 var version = "dev"
 
 func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("version", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		return exitError(2)
+	fs := newFlags("version", "version", "Print the version and build information.", stderr)
+	if _, exit, ok := parseFlags(fs, args, false); !ok {
+		return exit
 	}
 	fmt.Fprintf(stdout, "hotplugd %s\n", version)
 	if bi, ok := debug.ReadBuildInfo(); ok {

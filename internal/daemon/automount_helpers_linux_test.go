@@ -27,7 +27,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
-	"github.com/hotplugd/hotplugd/internal/actions"
+	"github.com/hotplugd/hotplugd/internal/actions/mount"
 	"github.com/hotplugd/hotplugd/internal/looptest"
 )
 
@@ -305,7 +305,7 @@ func amCheckOptions(t testing.TB, mi *mountinfo.Info, want ...string) {
 }
 
 // amState reads the daemon's mount state file.
-func amState(t testing.TB, stateDir string) []actions.MountEntry {
+func amState(t testing.TB, stateDir string) []mount.Entry {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(stateDir, "mounts.json"))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -315,8 +315,8 @@ func amState(t testing.TB, stateDir string) []actions.MountEntry {
 		t.Fatal(err)
 	}
 	var st struct {
-		Version int                  `json:"version"`
-		Mounts  []actions.MountEntry `json:"mounts"`
+		Version int           `json:"version"`
+		Mounts  []mount.Entry `json:"mounts"`
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
 		t.Fatalf("mounts.json: %v\n%s", err, b)
@@ -326,11 +326,11 @@ func amState(t testing.TB, stateDir string) []actions.MountEntry {
 
 // amWriteState replaces the daemon's mount state file, as the daemon
 // would have written it.
-func amWriteState(t testing.TB, stateDir string, entries []actions.MountEntry) {
+func amWriteState(t testing.TB, stateDir string, entries []mount.Entry) {
 	t.Helper()
 	b, err := json.MarshalIndent(struct {
-		Version int                  `json:"version"`
-		Mounts  []actions.MountEntry `json:"mounts"`
+		Version int           `json:"version"`
+		Mounts  []mount.Entry `json:"mounts"`
 	}{1, entries}, "", "  ")
 	if err != nil {
 		t.Fatal(err)
@@ -341,10 +341,10 @@ func amWriteState(t testing.TB, stateDir string, entries []actions.MountEntry) {
 }
 
 // amEntryAt returns the state entry of a mount point.
-func amEntryAt(entries []actions.MountEntry, mountPoint string) (actions.MountEntry, bool) {
-	i := slices.IndexFunc(entries, func(e actions.MountEntry) bool { return e.MountPoint == mountPoint })
+func amEntryAt(entries []mount.Entry, mountPoint string) (mount.Entry, bool) {
+	i := slices.IndexFunc(entries, func(e mount.Entry) bool { return e.MountPoint == mountPoint })
 	if i < 0 {
-		return actions.MountEntry{}, false
+		return mount.Entry{}, false
 	}
 	return entries[i], true
 }

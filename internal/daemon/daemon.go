@@ -16,7 +16,11 @@ import (
 	"time"
 
 	"github.com/hotplugd/hotplugd/internal/actions"
+	"github.com/hotplugd/hotplugd/internal/actions/mount"
+	"github.com/hotplugd/hotplugd/internal/actions/notify"
+	"github.com/hotplugd/hotplugd/internal/actions/run"
 	"github.com/hotplugd/hotplugd/internal/device"
+	"github.com/hotplugd/hotplugd/internal/host"
 	"github.com/hotplugd/hotplugd/internal/listener"
 	"github.com/hotplugd/hotplugd/internal/rules"
 	"github.com/hotplugd/hotplugd/internal/uevent"
@@ -24,11 +28,8 @@ import (
 
 // Config configures Run. Host paths default to the real system.
 type Config struct {
-	RulesPath   string // the rules file
-	SysRoot     string // default /sys
-	DevRoot     string // default /dev
-	ProcRoot    string // default /proc
-	UdevControl string // udevd's control socket, for source auto
+	RulesPath string     // the rules file
+	Roots     host.Roots // the host directories; zero fields are the real system's
 	// StopTimeout is how long SIGTERM lets running actions finish before
 	// their process groups are killed (default 10s).
 	StopTimeout time.Duration
@@ -40,14 +41,7 @@ type Config struct {
 }
 
 func (c *Config) defaults() {
-	def := func(s *string, v string) {
-		if *s == "" {
-			*s = v
-		}
-	}
-	def(&c.SysRoot, "/sys")
-	def(&c.DevRoot, "/dev")
-	def(&c.ProcRoot, "/proc")
+	c.Roots = c.Roots.WithDefaults()
 	if c.StopTimeout <= 0 {
 		c.StopTimeout = 10 * time.Second
 	}
@@ -66,7 +60,7 @@ func (c *Config) defaults() {
 // the state current when they start and finish on it, across reloads.
 type ruleState struct {
 	rs      *rules.RuleSet
-	acts    map[string][]actions.Action
+	acts    *actions.Set
 	readsFS bool // some match reads fs.*: probe block devices on add
 }
 
@@ -115,20 +109,20 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	settings := st.rs.Settings
 	cfg.Level.Set(settings.LogLevel)
-	checkMountNamespace(d.log, cfg.ProcRoot)
+	checkMountNamespace(d.log, cfg.Roots)
 
-	d.lst, err = listener.New(listener.Config{Source: settings.Source, UdevControl: cfg.UdevControl, Proc: cfg.ProcRoot}, d.log)
+	d.lst, err = listener.New(listener.Config{Source: settings.Source, Roots: cfg.Roots}, d.log)
 	if err != nil {
 		return err
 	}
 	defer d.lst.Close()
-	d.devs, err = device.New(device.Config{SysRoot: cfg.SysRoot, DevRoot: cfg.DevRoot, Logger: d.log})
+	d.devs, err = device.New(device.Config{Roots: cfg.Roots, Logger: d.log})
 	if err != nil {
 		return err
 	}
 	defer d.devs.Close()
 
-	d.deps = &actions.Deps{Log: d.log, Runner: &actions.Runner{Log: d.log}, Notifier: actions.NewNotifier(actions.NotifierConfig{Log: d.log})}
+	d.deps = &actions.Deps{Log: d.log, Runner: &run.Runner{Log: d.log}, Notifier: notify.NewNotifier(notify.NotifierConfig{Log: d.log})}
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -138,10 +132,10 @@ func Run(ctx context.Context, cfg Config) error {
 		// Everything else works for what this user may do.
 		d.deps.MountErr = fmt.Errorf("hotplugd runs as uid %d, and mounting needs root", uid)
 	} else {
-		d.deps.Mounter, d.deps.MountErr = actions.NewMounter(actions.MounterConfig{
+		d.deps.Mounter, d.deps.MountErr = mount.NewMounter(mount.Config{
 			MountRoot: settings.MountRoot,
 			StatePath: filepath.Join(settings.StateDir, "mounts.json"),
-			SysPath:   cfg.SysRoot,
+			Roots:     cfg.Roots,
 			Logger:    d.log,
 		})
 	}
@@ -348,30 +342,35 @@ func (d *daemon) handle(ctx context.Context, ev *uevent.Event) {
 	buf := d.matched.Get().(*[]*rules.Rule)
 	defer func() { clear(*buf); d.matched.Put(buf) }()
 	*buf = st.rs.AppendMatched((*buf)[:0], ev, dev)
-	for _, r := range *buf {
-		d.log.Info("rule matched", "rule", r.Name, "action", ev.Action, "devpath", ev.DevPath,
-			"devname", ev.DevName, "seqnum", ev.Seqnum, "source", ev.Source)
-		c := actions.NewContext(ev, dev, r.Name)
-		// A rule's actions run in order, and a failed or skipped one ends
-		// the rule: a "run" after a "mount" must not get an empty
-		// {{ mount.path }}.
-		acts := st.acts[r.Name]
-		for i, a := range acts {
-			err := a.Do(d.actx, c)
-			d.finish(ev, r.Name, r.Actions[i].Kind(), err)
-			if err != nil && i < len(acts)-1 {
-				d.log.Info("later actions of the rule not run", "rule", r.Name, "devpath", ev.DevPath, "skipped", len(acts)-1-i)
-				break
-			}
-		}
+	if len(*buf) > 0 || ev.Action == "remove" && ev.Subsystem == "block" {
+		st.acts.Run(d.actx, ev, dev, *buf, eventObserver{d: d, ev: ev})
 	}
-	// A mounted device is unmounted when it goes, whatever the rules say.
-	if ev.Action == "remove" && ev.Subsystem == "block" && d.deps.Mounter != nil {
-		_, err := actions.UnmountDevice(d.actx, d.deps.Mounter, d.log, ev, dev)
+}
+
+// eventObserver counts and logs what the actions of one event did.
+type eventObserver struct {
+	d  *daemon
+	ev *uevent.Event
+}
+
+func (o eventObserver) Matched(r *rules.Rule) {
+	ev := o.ev
+	o.d.log.Info("rule matched", "rule", r.Name, "action", ev.Action, "devpath", ev.DevPath,
+		"devname", ev.DevName, "seqnum", ev.Seqnum, "source", ev.Source)
+}
+
+func (o eventObserver) Did(r *rules.Rule, st actions.Step, err error) {
+	if r == nil { // the unmount of a removed device
 		if err != nil {
-			d.finish(ev, "(removal)", "unmount", err)
+			o.d.finish(o.ev, "(removal)", st.Kind, err)
 		}
+		return
 	}
+	o.d.finish(o.ev, r.Name, st.Kind, err)
+}
+
+func (o eventObserver) Ended(r *rules.Rule, left int) {
+	o.d.log.Info("later actions of the rule not run", "rule", r.Name, "devpath", o.ev.DevPath, "skipped", left)
 }
 
 // finish counts and logs the outcome of one action.

@@ -4,10 +4,11 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/hotplugd/hotplugd/internal/host"
 )
 
 // notifier is the daemon's edge to systemd's notify protocol (sd_notify(3)):
@@ -49,9 +50,9 @@ func watchdogInterval() time.Duration {
 // one of PID 1: its mounts would then be invisible to the rest of the
 // system (a unit with PrivateTmp=, ProtectSystem=, PrivateMounts= ... gets
 // a namespace of its own).
-func checkMountNamespace(log *slog.Logger, procRoot string) {
-	self, err1 := os.Readlink(filepath.Join(procRoot, "self/ns/mnt"))
-	init, err2 := os.Readlink(filepath.Join(procRoot, "1/ns/mnt"))
+func checkMountNamespace(log *slog.Logger, roots host.Roots) {
+	self, err1 := os.Readlink(roots.ProcPath("self", "ns", "mnt"))
+	init, err2 := os.Readlink(roots.ProcPath("1", "ns", "mnt"))
 	switch {
 	case err1 != nil || err2 != nil:
 		log.Debug("cannot compare mount namespaces with PID 1", "err", errors.Join(err1, err2))

@@ -13,7 +13,7 @@ import (
 type record struct {
 	devpath      string
 	props        []uevent.Property
-	fs           FS
+	fs           uevent.FS
 	fsKnown      bool
 	attr         map[string]attrVal
 	attrs        map[string]attrVal
@@ -23,7 +23,7 @@ type record struct {
 
 // update is what one event read, for merge.
 type update struct {
-	fs           FS
+	fs           uevent.FS
 	fsKnown      bool
 	attr, attrs  map[string]attrVal
 	parents      []parent

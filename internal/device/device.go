@@ -12,13 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hotplugd/hotplugd/internal/host"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
 // Defaults of Config.
 const (
-	DefaultSysRoot      = "/sys"
-	DefaultDevRoot      = "/dev"
 	DefaultBlkid        = "/usr/sbin/blkid"
 	DefaultProbeTimeout = 10 * time.Second
 	DefaultDBMax        = 4096
@@ -31,10 +30,8 @@ const MaxAttrSize = 4096
 
 // Config configures a Manager. A zero field takes its default.
 type Config struct {
-	// SysRoot is where sysfs is mounted (default /sys).
-	SysRoot string
-	// DevRoot is where device nodes live (default /dev).
-	DevRoot string
+	// Roots are the host directories: sysfs and the device nodes.
+	Roots host.Roots
 	// Blkid is the blkid program (default /usr/sbin/blkid, else "blkid"
 	// from PATH). When none is found, filesystems come only from ID_FS_*
 	// properties and a warning is logged.
@@ -45,18 +42,6 @@ type Config struct {
 	DBMax int
 	// Logger receives probe failures (default: discard).
 	Logger *slog.Logger
-}
-
-// FS is what a filesystem probe found: the fs.* variables of the rules.
-// Label and UUID are device-controlled bytes, kept exactly as the
-// superblock holds them.
-// The expr tags are the names rules use (fs.type, fs.label, ...).
-type FS struct {
-	Type    string `expr:"type"` // "ext4", "vfat", "crypto_LUKS", ...
-	Label   string `expr:"label"`
-	UUID    string `expr:"uuid"`
-	Usage   string `expr:"usage"` // "filesystem", "crypto", "raid", "other"
-	Version string `expr:"version"`
 }
 
 // Stats counts what a Manager did.
@@ -71,7 +56,7 @@ type Stats struct {
 // Device for each event. It is safe for concurrent use.
 type Manager struct {
 	sys     *os.Root
-	devRoot string
+	roots   host.Roots
 	blkid   string
 	timeout time.Duration
 	log     *slog.Logger
@@ -80,7 +65,7 @@ type Manager struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	// probe runs blkid; tests replace it.
-	probe func(ctx context.Context, devnode string) (FS, error)
+	probe func(ctx context.Context, devnode string) (uevent.FS, error)
 
 	db          db
 	probes      atomic.Uint64
@@ -89,12 +74,7 @@ type Manager struct {
 
 // New opens the sysfs root and returns a Manager. Close releases it.
 func New(cfg Config) (*Manager, error) {
-	if cfg.SysRoot == "" {
-		cfg.SysRoot = DefaultSysRoot
-	}
-	if cfg.DevRoot == "" {
-		cfg.DevRoot = DefaultDevRoot
-	}
+	cfg.Roots = cfg.Roots.WithDefaults()
 	if cfg.ProbeTimeout <= 0 {
 		cfg.ProbeTimeout = DefaultProbeTimeout
 	}
@@ -110,14 +90,14 @@ func New(cfg Config) (*Manager, error) {
 			cfg.Logger.Warn("blkid not found; fs.* only from ID_FS_* properties")
 		}
 	}
-	sys, err := os.OpenRoot(cfg.SysRoot)
+	sys, err := os.OpenRoot(cfg.Roots.Sys)
 	if err != nil {
 		return nil, fmt.Errorf("sysfs root: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		sys:     sys,
-		devRoot: cfg.DevRoot,
+		roots:   cfg.Roots,
 		blkid:   cfg.Blkid,
 		timeout: cfg.ProbeTimeout,
 		log:     cfg.Logger,
@@ -125,9 +105,9 @@ func New(cfg Config) (*Manager, error) {
 		cancel:  cancel,
 	}
 	m.db.init(cfg.DBMax)
-	m.probe = func(ctx context.Context, devnode string) (FS, error) {
+	m.probe = func(ctx context.Context, devnode string) (uevent.FS, error) {
 		if err := checkBlockDevice(devnode); err != nil {
-			return FS{}, err
+			return uevent.FS{}, err
 		}
 		return blkidProbe(ctx, m.blkid, devnode)
 	}
@@ -219,7 +199,7 @@ type Device struct {
 	done  bool
 	attr  map[string]attrVal // Attr answers, by name
 	attrs map[string]attrVal // Attrs answers, by name
-	fs    FS
+	fs    uevent.FS
 	// fsState: 0 not asked, 1 answered, 2 answered and worth recording.
 	fsState int
 	sysfs   sysfsView
@@ -227,6 +207,10 @@ type Device struct {
 
 // Event returns the event the Device was made for.
 func (d *Device) Event() uevent.Event { return d.ev }
+
+// DevNode is the device node of the event's DEVNAME under the device
+// root, "" when it has none.
+func (d *Device) DevNode() string { return d.m.roots.DevNode(d.ev.DevName) }
 
 // RecordedProps returns, for a remove event, the properties of the last
 // add or change of the device; nil when the database did not know it.
@@ -340,7 +324,7 @@ func (d *Device) HasParent(subsystem, devtype string) bool {
 // from probing the device node with blkid (once). A device that is not a
 // block device, has no node, has size 0, or holds nothing blkid knows
 // gets the zero FS. A failed probe is logged and gets the zero FS.
-func (d *Device) FS() FS {
+func (d *Device) FS() uevent.FS {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.fsState != 0 {
@@ -350,27 +334,27 @@ func (d *Device) FS() FS {
 	return d.fs
 }
 
-func (d *Device) probeFS() (FS, int) {
-	if fs, ok := fsFromProps(d.ev.Props); ok {
+func (d *Device) probeFS() (uevent.FS, int) {
+	if fs, ok := uevent.FSFromProps(d.ev.Props); ok {
 		return fs, 2
 	}
 	if d.removed {
 		if d.rec != nil && d.rec.fsKnown {
 			return d.rec.fs, 1
 		}
-		return FS{}, 1
+		return uevent.FS{}, 1
 	}
 	if d.ev.Subsystem != "block" || !validAttrName(d.ev.DevName) {
-		return FS{}, 1 // validAttrName: a plain relative name, also for hand-made events
+		return uevent.FS{}, 1 // validAttrName: a plain relative name, also for hand-made events
 	}
 	if d.attrLocked("size").v == "0" { // empty loop device or card reader
-		return FS{}, 2
+		return uevent.FS{}, 2
 	}
 	m := d.m
 	if m.blkid == "" {
-		return FS{}, 1
+		return uevent.FS{}, 1
 	}
-	devnode := m.devRoot + "/" + d.ev.DevName
+	devnode := m.roots.DevNode(d.ev.DevName)
 	ctx, cancel := context.WithTimeout(m.ctx, m.timeout)
 	defer cancel()
 	m.probes.Add(1)
@@ -378,7 +362,7 @@ func (d *Device) probeFS() (FS, int) {
 	if err != nil {
 		m.probeErrors.Add(1)
 		m.log.Warn("filesystem probe", "devnode", devnode, "err", err)
-		return FS{}, 1
+		return uevent.FS{}, 1
 	}
 	return fs, 2
 }

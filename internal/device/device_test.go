@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
+	"github.com/hotplugd/hotplugd/internal/host"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
@@ -37,8 +38,8 @@ const (
 // probes fail the test unless the test replaces them.
 func newManager(t testing.TB, cfg Config) *Manager {
 	t.Helper()
-	if cfg.SysRoot == "" {
-		cfg.SysRoot = fixture
+	if cfg.Roots.Sys == "" {
+		cfg.Roots.Sys = fixture
 	}
 	if cfg.Blkid == "" {
 		cfg.Blkid = "/nonexistent/blkid"
@@ -50,9 +51,9 @@ func newManager(t testing.TB, cfg Config) *Manager {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.probe = func(context.Context, string) (FS, error) {
+	m.probe = func(context.Context, string) (uevent.FS, error) {
 		t.Error("unexpected filesystem probe")
-		return FS{}, nil
+		return uevent.FS{}, nil
 	}
 	t.Cleanup(func() { m.Close() })
 	return m
@@ -247,7 +248,7 @@ func TestAttrBounds(t *testing.T) {
 	if err := mkfifo(fifo); err != nil {
 		t.Logf("no FIFO case: %v", err)
 	}
-	m := newManager(t, Config{SysRoot: root})
+	m := newManager(t, Config{Roots: host.Roots{Sys: root}})
 	d := m.For(event(t, "add", "/devices/virtual/mem/null", "SUBSYSTEM=mem"))
 	defer d.Done()
 	tests := []struct{ attr, want string }{
@@ -274,7 +275,7 @@ func TestAttrCachedPerEvent(t *testing.T) {
 		"devices/virtual/block/loop1/uevent": "MAJOR=7\nMINOR=1\nDEVNAME=loop1\nDEVTYPE=disk\n",
 		"devices/virtual/block/loop1/size":   "0\n",
 	}, map[string]string{"devices/virtual/block/loop1/subsystem": "../../../../class/block"})
-	m := newManager(t, Config{SysRoot: root})
+	m := newManager(t, Config{Roots: host.Roots{Sys: root}})
 	path := "/devices/virtual/block/loop1"
 	d := m.For(event(t, "add", path))
 	if got := d.Attr("size"); got != "0" {
@@ -354,7 +355,7 @@ func TestEnumerate(t *testing.T) {
 		}
 	})
 	t.Run("no sysfs", func(t *testing.T) {
-		m := newManager(t, Config{SysRoot: t.TempDir()})
+		m := newManager(t, Config{Roots: host.Roots{Sys: t.TempDir()}})
 		if _, err := m.Enumerate(""); err == nil || errors.As(err, new(*SkipError)) {
 			t.Errorf("Enumerate on an empty root: err = %v, want a fatal error", err)
 		}
@@ -390,7 +391,7 @@ var udevFS = []string{
 	"ID_FS_USAGE=filesystem",
 }
 
-var udevFSWant = FS{Type: "vfat", Label: `My "Disk" $x`, UUID: "5E2F-1A3B", Usage: "filesystem", Version: "FAT32"}
+var udevFSWant = uevent.FS{Type: "vfat", Label: `My "Disk" $x`, UUID: "5E2F-1A3B", Usage: "filesystem", Version: "FAT32"}
 
 // TestDatabase follows the USB stick's partition through add, change and
 // remove: remove answers what add and change read, without sysfs.
@@ -456,7 +457,7 @@ func TestDatabaseUnknownRemove(t *testing.T) {
 	m := newManager(t, Config{})
 	d := m.For(event(t, "remove", sdb1Path, "DEVNAME=sdb1"))
 	defer d.Done()
-	if d.FS() != (FS{}) || d.Attr("size") != "" || d.Attrs("idVendor") != "" || d.HasParent("usb", "") || d.RecordedProps() != nil {
+	if d.FS() != (uevent.FS{}) || d.Attr("size") != "" || d.Attrs("idVendor") != "" || d.HasParent("usb", "") || d.RecordedProps() != nil {
 		t.Error("a remove of an unknown device answers something")
 	}
 	// A udev remove event carries its ID_FS_* properties itself.
@@ -476,7 +477,7 @@ func TestDatabaseAddReplaces(t *testing.T) {
 	m.For(event(t, "add", sdb1Path, "DEVNAME=sdb1")).Done() // a new stick, nothing read
 	d = m.For(event(t, "remove", sdb1Path, "DEVNAME=sdb1"))
 	defer d.Done()
-	if d.FS() != (FS{}) || d.Attr("size") != "" {
+	if d.FS() != (uevent.FS{}) || d.Attr("size") != "" {
 		t.Error("remove answers what the previous add knew")
 	}
 }
@@ -557,9 +558,9 @@ func TestConcurrent(t *testing.T) {
 func TestFSLazy(t *testing.T) {
 	m := newManager(t, Config{})
 	var probed []string
-	m.probe = func(_ context.Context, devnode string) (FS, error) {
+	m.probe = func(_ context.Context, devnode string) (uevent.FS, error) {
 		probed = append(probed, devnode)
-		return FS{Type: "ext4", Usage: "filesystem"}, nil
+		return uevent.FS{Type: "ext4", Usage: "filesystem"}, nil
 	}
 	sdb1 := event(t, "add", sdb1Path, "DEVNAME=sdb1")
 
@@ -596,45 +597,14 @@ func TestFSLazy(t *testing.T) {
 
 func TestFSProbeError(t *testing.T) {
 	m := newManager(t, Config{})
-	m.probe = func(context.Context, string) (FS, error) { return FS{Type: "junk"}, errors.New("boom") }
+	m.probe = func(context.Context, string) (uevent.FS, error) { return uevent.FS{Type: "junk"}, errors.New("boom") }
 	d := m.For(event(t, "add", sdb1Path, "DEVNAME=sdb1"))
-	if got := d.FS(); got != (FS{}) {
+	if got := d.FS(); got != (uevent.FS{}) {
 		t.Errorf("FS() after a failed probe = %+v, want zero", got)
 	}
 	d.Done()
 	if s := m.Stats(); s.ProbeErrors != 1 {
 		t.Errorf("Stats() = %+v, want 1 probe error", s)
-	}
-}
-
-func TestFSFromProps(t *testing.T) {
-	tests := []struct {
-		name   string
-		props  []string
-		want   FS
-		wantOK bool
-	}{
-		{"udev vfat", udevFS, udevFSWant, true},
-		{"written by hand", []string{"ID_FS_TYPE=ext4", "ID_FS_LABEL=My Disk", "ID_FS_USAGE=filesystem"},
-			FS{Type: "ext4", Label: "My Disk", Usage: "filesystem"}, true},
-		{"_ENC wins in either order", []string{`ID_FS_LABEL_ENC=a\x0ab`, "ID_FS_LABEL=a_b"}, FS{Label: "a\nb"}, true},
-		{"UTF-8 kept", []string{`ID_FS_LABEL_ENC=Fotos\x20Müller`}, FS{Label: "Fotos Müller"}, true},
-		{"bad escape kept", []string{`ID_FS_LABEL_ENC=a\xZZ\`}, FS{Label: `a\xZZ\`}, true},
-		{"only usage", []string{"ID_FS_USAGE=raid"}, FS{Usage: "raid"}, true},
-		{"none", []string{"ID_PART_ENTRY_TYPE=0x83"}, FS{}, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var props []uevent.Property
-			for _, s := range tt.props {
-				k, v, _ := strings.Cut(s, "=")
-				props = append(props, uevent.Property{Key: k, Value: v})
-			}
-			got, ok := fsFromProps(props)
-			if diff := cmp.Diff(tt.want, got); diff != "" || ok != tt.wantOK {
-				t.Errorf("ok = %v, want %v; (-want +got):\n%s", ok, tt.wantOK, diff)
-			}
-		})
 	}
 }
 

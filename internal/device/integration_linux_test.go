@@ -132,7 +132,7 @@ func TestRealExt4AddRemove(t *testing.T) {
 
 	_, add := coldplugEvents(t, m, disk, part)
 	d := m.For(add)
-	want := FS{Type: "ext4", Label: label, UUID: blkidValue(t, "UUID", devnode), Usage: "filesystem", Version: "1.0"}
+	want := uevent.FS{Type: "ext4", Label: label, UUID: blkidValue(t, "UUID", devnode), Usage: "filesystem", Version: "1.0"}
 	if diff := cmp.Diff(want, d.FS()); diff != "" {
 		t.Errorf("add: FS() (-want +got):\n%s", diff)
 	}
@@ -190,11 +190,11 @@ func TestRealOtherFilesystems(t *testing.T) {
 		name  string
 		ptype string
 		mkfs  []string
-		want  FS // UUID filled in from blkid
+		want  uevent.FS // UUID filled in from blkid
 	}{
-		{"vfat", "c", []string{"mkfs.vfat", "-n", "HOTPLUG"}, FS{Type: "vfat", Label: "HOTPLUG", Usage: "filesystem", Version: "FAT16"}},
-		{"ntfs", "7", []string{"mkntfs", "-Q", "-F", "-L", "Fotos Müller $x"}, FS{Type: "ntfs", Label: "Fotos Müller $x", Usage: "filesystem"}},
-		{"none", "83", nil, FS{}},
+		{"vfat", "c", []string{"mkfs.vfat", "-n", "HOTPLUG"}, uevent.FS{Type: "vfat", Label: "HOTPLUG", Usage: "filesystem", Version: "FAT16"}},
+		{"ntfs", "7", []string{"mkntfs", "-Q", "-F", "-L", "Fotos Müller $x"}, uevent.FS{Type: "ntfs", Label: "Fotos Müller $x", Usage: "filesystem"}},
+		{"none", "83", nil, uevent.FS{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
@@ -16,7 +15,7 @@ import (
 // of them twice, each at most a few hundred bytes once encoded.
 const maxProbeOutput = 16 << 10
 
-// blkidArgs asks for a low-level probe (no cache file) of the tags FS
+// blkidArgs asks for a low-level probe (no cache file) of the tags uevent.FS
 // holds, in udev's encoding. Never "-d": see the package doc.
 var blkidArgs = []string{"-p", "-o", "udev", "-s", "TYPE", "-s", "USAGE", "-s", "VERSION", "-s", "UUID", "-s", "LABEL", "--"}
 
@@ -35,7 +34,7 @@ var (
 // blkidProbe runs blkid on devnode, directly (no shell) and with a clean
 // environment, and decodes what it prints. Nothing found, or more than
 // one signature (blkid cannot tell which is real), is the zero FS.
-func blkidProbe(ctx context.Context, blkid, devnode string) (FS, error) {
+func blkidProbe(ctx context.Context, blkid, devnode string) (uevent.FS, error) {
 	stdout := boundedBuffer{max: maxProbeOutput}
 	stderr := boundedBuffer{max: 512}
 	cmd := exec.CommandContext(ctx, blkid, append(blkidArgs[:len(blkidArgs):len(blkidArgs)], devnode)...)
@@ -45,158 +44,62 @@ func blkidProbe(ctx context.Context, blkid, devnode string) (FS, error) {
 	cmd.WaitDelay = time.Second // blkid forks nothing; don't wait on pipes after a kill
 	err := cmd.Run()
 	if ctx.Err() != nil {
-		return FS{}, fmt.Errorf("blkid %s: %w", devnode, ctx.Err())
+		return uevent.FS{}, fmt.Errorf("blkid %s: %w", devnode, ctx.Err())
 	}
 	if ee, ok := errors.AsType[*exec.ExitError](err); ok {
 		switch ee.ExitCode() {
 		case blkidNothingFound, blkidAmbivalent:
-			return FS{}, nil
+			return uevent.FS{}, nil
 		}
 	}
 	if err != nil {
-		return FS{}, fmt.Errorf("blkid %s: %w: %q", devnode, err, stderr.b)
+		return uevent.FS{}, fmt.Errorf("blkid %s: %w: %q", devnode, err, stderr.b)
 	}
 	if stdout.over {
-		return FS{}, fmt.Errorf("blkid %s: %w", devnode, errProbeBig)
+		return uevent.FS{}, fmt.Errorf("blkid %s: %w", devnode, errProbeBig)
 	}
 	fs, err := parseBlkid(stdout.b)
 	if err != nil {
-		return FS{}, fmt.Errorf("blkid %s: %w", devnode, err)
+		return uevent.FS{}, fmt.Errorf("blkid %s: %w", devnode, err)
 	}
 	return fs, nil
 }
 
 // parseBlkid decodes `blkid -o udev` output strictly: KEY=VALUE lines,
 // only the keys asked for, each once, encoded values well formed.
-func parseBlkid(out []byte) (FS, error) {
+func parseBlkid(out []byte) (uevent.FS, error) {
 	s := strings.TrimSuffix(string(out), "\n")
 	if s == "" {
-		return FS{}, nil
+		return uevent.FS{}, nil
 	}
 	var props []uevent.Property
 	for line := range strings.SplitSeq(s, "\n") {
 		k, v, ok := strings.Cut(line, "=")
 		if !ok {
-			return FS{}, fmt.Errorf("%w: line %q", errProbeOutput, line)
+			return uevent.FS{}, fmt.Errorf("%w: line %q", errProbeOutput, line)
 		}
 		switch k {
 		case "ID_FS_TYPE", "ID_FS_VERSION", "ID_FS_UUID_ENC", "ID_FS_LABEL_ENC":
 			// blkid_encode_string output: valid UTF-8, no control
 			// characters, every backslash starting \xNN.
-			if !wellEncoded(v) {
-				return FS{}, fmt.Errorf("%w: %s=%q", errProbeOutput, k, v)
+			if !uevent.WellEncoded(v) {
+				return uevent.FS{}, fmt.Errorf("%w: %s=%q", errProbeOutput, k, v)
 			}
 		case "ID_FS_USAGE", "ID_FS_UUID", "ID_FS_LABEL":
 			// USAGE is a libblkid constant; the other two are blkid's
 			// lossy "safe" strings, superseded by their _ENC twins.
 		default:
-			return FS{}, fmt.Errorf("%w: key %q", errProbeOutput, k)
+			return uevent.FS{}, fmt.Errorf("%w: key %q", errProbeOutput, k)
 		}
 		for _, p := range props {
 			if p.Key == k {
-				return FS{}, fmt.Errorf("%w: duplicate %s", errProbeOutput, k)
+				return uevent.FS{}, fmt.Errorf("%w: duplicate %s", errProbeOutput, k)
 			}
 		}
 		props = append(props, uevent.Property{Key: k, Value: v})
 	}
-	fs, _ := fsFromProps(props)
+	fs, _ := uevent.FSFromProps(props)
 	return fs, nil
-}
-
-// fsFromProps reads ID_FS_* properties, as udev's blkid builtin sets them
-// and as blkid -o udev prints them: TYPE, VERSION and the _ENC variants
-// of LABEL and UUID are \xNN-encoded; plain LABEL and UUID are used when
-// there is no _ENC (an event written by hand). ok is false when there is
-// no ID_FS_* property at all.
-func fsFromProps(props []uevent.Property) (fs FS, ok bool) {
-	var labelEnc, uuidEnc bool
-	for _, p := range props {
-		if !strings.HasPrefix(p.Key, "ID_FS_") {
-			continue
-		}
-		ok = true
-		switch p.Key {
-		case "ID_FS_TYPE":
-			fs.Type = decodeEnc(p.Value)
-		case "ID_FS_USAGE":
-			fs.Usage = p.Value
-		case "ID_FS_VERSION":
-			fs.Version = decodeEnc(p.Value)
-		case "ID_FS_LABEL":
-			if !labelEnc {
-				fs.Label = p.Value
-			}
-		case "ID_FS_LABEL_ENC":
-			fs.Label, labelEnc = decodeEnc(p.Value), true
-		case "ID_FS_UUID":
-			if !uuidEnc {
-				fs.UUID = p.Value
-			}
-		case "ID_FS_UUID_ENC":
-			fs.UUID, uuidEnc = decodeEnc(p.Value), true
-		}
-	}
-	return fs, ok
-}
-
-// decodeEnc undoes blkid_encode_string (and udev's encode_devnode_name):
-// "\xNN" is the byte NN. A backslash not starting "\xNN" is kept.
-func decodeEnc(s string) string {
-	if strings.IndexByte(s, '\\') < 0 {
-		return s
-	}
-	b := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && s[i+1] == 'x' {
-			if hi, ok1 := unhex(s[i+2]); ok1 {
-				if lo, ok2 := unhex(s[i+3]); ok2 {
-					b = append(b, hi<<4|lo)
-					i += 3
-					continue
-				}
-			}
-		}
-		b = append(b, s[i])
-	}
-	return string(b)
-}
-
-// wellEncoded reports whether s could have come from blkid_encode_string.
-func wellEncoded(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c < 0x20 || c == 0x7f:
-			return false
-		case c == '\\':
-			if i+3 >= len(s) || s[i+1] != 'x' {
-				return false
-			}
-			if _, ok := unhex(s[i+2]); !ok {
-				return false
-			}
-			if _, ok := unhex(s[i+3]); !ok {
-				return false
-			}
-			i += 3
-		}
-	}
-	return true
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }
 
 // boundedBuffer keeps the first max bytes written to it and notes that

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
 // need skips a test whose prerequisite is missing, or fails it in CI,
@@ -48,7 +50,7 @@ func TestParseBlkid(t *testing.T) {
 	tests := []struct {
 		name string
 		out  string // blkid -p -o udev output, as captured
-		want FS
+		want uevent.FS
 	}{
 		{
 			"ext4 with shell metacharacters in the label",
@@ -57,27 +59,27 @@ func TestParseBlkid(t *testing.T) {
 				"ID_FS_UUID=f1ddf76b-6fc2-4222-a4cd-b87bf67af624\n" +
 				"ID_FS_UUID_ENC=f1ddf76b-6fc2-4222-a4cd-b87bf67af624\n" +
 				"ID_FS_VERSION=1.0\nID_FS_TYPE=ext4\nID_FS_USAGE=filesystem\n",
-			FS{Type: "ext4", Label: "a$(id);`x` \"q'\\", UUID: "f1ddf76b-6fc2-4222-a4cd-b87bf67af624", Usage: "filesystem", Version: "1.0"},
+			uevent.FS{Type: "ext4", Label: "a$(id);`x` \"q'\\", UUID: "f1ddf76b-6fc2-4222-a4cd-b87bf67af624", Usage: "filesystem", Version: "1.0"},
 		},
 		{
 			"ext4 with UTF-8, a control character and a caret",
 			"ID_FS_LABEL=M\xc3\xbc\x01^Mx\n" +
 				"ID_FS_LABEL_ENC=M\xc3\xbc\\x01\\x5eMx\n" +
 				"ID_FS_TYPE=ext4\nID_FS_USAGE=filesystem\n",
-			FS{Type: "ext4", Label: "Mü\x01^Mx", Usage: "filesystem"},
+			uevent.FS{Type: "ext4", Label: "Mü\x01^Mx", Usage: "filesystem"},
 		},
 		{
 			"ext4 with a newline in the label",
 			"ID_FS_LABEL=a_b\nID_FS_LABEL_ENC=a\\x0ab\nID_FS_TYPE=ext4\nID_FS_USAGE=filesystem\n",
-			FS{Type: "ext4", Label: "a\nb", Usage: "filesystem"},
+			uevent.FS{Type: "ext4", Label: "a\nb", Usage: "filesystem"},
 		},
 		{
 			"luks",
 			"ID_FS_UUID=0b3f5e0c-6f1e-4b0a-9a57-2f0b8a3c1d22\nID_FS_UUID_ENC=0b3f5e0c-6f1e-4b0a-9a57-2f0b8a3c1d22\n" +
 				"ID_FS_VERSION=2\nID_FS_TYPE=crypto_LUKS\nID_FS_USAGE=crypto\n",
-			FS{Type: "crypto_LUKS", UUID: "0b3f5e0c-6f1e-4b0a-9a57-2f0b8a3c1d22", Usage: "crypto", Version: "2"},
+			uevent.FS{Type: "crypto_LUKS", UUID: "0b3f5e0c-6f1e-4b0a-9a57-2f0b8a3c1d22", Usage: "crypto", Version: "2"},
 		},
-		{"nothing", "", FS{}},
+		{"nothing", "", uevent.FS{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -138,8 +140,8 @@ printf 'ID_FS_TYPE=ext4\nID_FS_USAGE=filesystem\n'`)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := (FS{Type: "ext4", Usage: "filesystem"}); fs != want {
-			t.Errorf("FS = %+v, want %+v", fs, want)
+		if want := (uevent.FS{Type: "ext4", Usage: "filesystem"}); fs != want {
+			t.Errorf("uevent.FS = %+v, want %+v", fs, want)
 		}
 		args, _ := os.ReadFile(dir + "/args")
 		want := append(slices.Clone(blkidArgs), "/dev/sdb1")
@@ -162,7 +164,7 @@ printf 'ID_FS_TYPE=ext4\nID_FS_USAGE=filesystem\n'`)
 	for _, code := range []string{"2", "8"} {
 		t.Run("exit "+code, func(t *testing.T) {
 			fs, err := blkidProbe(ctx, fakeBlkid(t, "echo ID_FS_TYPE=junk; exit "+code), "/dev/sdb1")
-			if err != nil || fs != (FS{}) {
+			if err != nil || fs != (uevent.FS{}) {
 				t.Errorf("got %+v, %v; want nothing found", fs, err)
 			}
 		})

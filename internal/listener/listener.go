@@ -8,11 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/hotplugd/hotplugd/internal/host"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
@@ -22,10 +22,6 @@ const (
 	// storm of several hundred thousand uevents (each queued message costs
 	// about 1 KiB of buffer) while the consumer is busy.
 	DefaultRcvBuf = 128 << 20
-	// DefaultUdevControl is udevd's control socket.
-	DefaultUdevControl = "/run/udev/control"
-	// DefaultProc is where procfs is mounted.
-	DefaultProc = "/proc"
 )
 
 // Netlink multicast groups of NETLINK_KOBJECT_UEVENT.
@@ -38,17 +34,19 @@ const (
 // the default buffer.
 type Config struct {
 	// Source is "kernel" (also when empty), "udev" or "auto": udev when
-	// udevd answers on UdevControl, kernel otherwise (see DetectSource).
+	// udevd answers on its control socket, kernel otherwise (see
+	// DetectSource).
 	Source string
 	// RcvBuf is the receive buffer size in bytes; 0 means DefaultRcvBuf.
 	// Tests shrink it to provoke overruns.
 	RcvBuf int
-	// UdevControl is udevd's control socket; "" means DefaultUdevControl.
-	UdevControl string
-	// Proc is the procfs mount, read for the network namespace check;
-	// "" means DefaultProc.
-	Proc string
+	// Roots are the host directories: procfs for the network namespace
+	// check, the runtime root for udevd's control socket.
+	Roots host.Roots
 }
+
+// UdevControl is udevd's control socket under roots.
+func UdevControl(roots host.Roots) string { return roots.RunPath("udev", "control") }
 
 // Handler receives what a Listener accepts. Its methods are called from the
 // goroutine of Run, one at a time. A handler that blocks stops the reading:
@@ -139,10 +137,7 @@ func New(cfg Config, log *slog.Logger) (*Listener, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	control := cfg.UdevControl
-	if control == "" {
-		control = DefaultUdevControl
-	}
+	control := UdevControl(cfg.Roots)
 	var src uevent.Source
 	switch cfg.Source {
 	case "", "kernel":
@@ -170,11 +165,7 @@ func New(cfg Config, log *slog.Logger) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	proc := cfg.Proc
-	if proc == "" {
-		proc = DefaultProc
-	}
-	checkNetNS(proc, log)
+	checkNetNS(cfg.Roots, log)
 	return newListener(c, group, log), nil
 }
 
@@ -366,13 +357,13 @@ func DetectSource(control string) uevent.Source {
 // a namespace's own network devices to that namespace only), so a daemon
 // elsewhere sees almost nothing. When pid 1's namespace cannot be read, as
 // in a container, it says so at debug level and does not guess.
-func checkNetNS(proc string, log *slog.Logger) {
-	self, err := os.Readlink(filepath.Join(proc, "self", "ns", "net"))
+func checkNetNS(roots host.Roots, log *slog.Logger) {
+	self, err := os.Readlink(roots.ProcPath("self", "ns", "net"))
 	if err != nil {
 		log.Debug("cannot read own network namespace; not checking it", "error", err)
 		return
 	}
-	init, err := os.Readlink(filepath.Join(proc, "1", "ns", "net"))
+	init, err := os.Readlink(roots.ProcPath("1", "ns", "net"))
 	if err != nil {
 		log.Debug("cannot read the network namespace of pid 1; not checking for the initial one", "error", err)
 		return

@@ -28,6 +28,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hotplugd/hotplugd/internal/host"
 	"github.com/hotplugd/hotplugd/internal/looptest"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
@@ -368,7 +369,7 @@ func startUdevd(t *testing.T) (stop func()) {
 	_, err := os.Stat(udevd)
 	need(t, err == nil, "%s (Debian package udev): %v", udevd, err)
 	udevadm := needCmd(t, "udevadm")
-	if DetectSource(DefaultUdevControl) == uevent.SourceUdev {
+	if DetectSource(UdevControl(host.Default())) == uevent.SourceUdev {
 		t.Log("a udevd is already running; using it")
 		return func() {}
 	}
@@ -455,7 +456,7 @@ func TestUdevSource(t *testing.T) {
 	needRoot(t)
 	stop := startUdevd(t)
 
-	if got := DetectSource(DefaultUdevControl); got != uevent.SourceUdev {
+	if got := DetectSource(UdevControl(host.Default())); got != uevent.SourceUdev {
 		t.Fatalf("DetectSource with udevd running = %s, want udev", got)
 	}
 	auto, err := New(Config{Source: "auto"}, testLogger(t))
@@ -485,7 +486,7 @@ func TestUdevSource(t *testing.T) {
 	if _, err := os.Stat("/run/udev"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("/run/udev left after stopping udevd: %v", err)
 	}
-	if got := DetectSource(DefaultUdevControl); got != uevent.SourceKernel {
+	if got := DetectSource(UdevControl(host.Default())); got != uevent.SourceKernel {
 		t.Errorf("DetectSource without udevd = %s, want kernel", got)
 	}
 	auto, err = New(Config{Source: "auto"}, testLogger(t))
@@ -499,7 +500,7 @@ func TestUdevSource(t *testing.T) {
 }
 
 func TestAutoWithControlPath(t *testing.T) {
-	l, err := New(Config{Source: "auto", UdevControl: filepath.Join(t.TempDir(), "control")}, testLogger(t))
+	l, err := New(Config{Source: "auto", Roots: host.Roots{Run: t.TempDir()}}, testLogger(t))
 	if err != nil {
 		if errors.Is(err, syscall.EPROTONOSUPPORT) || errors.Is(err, syscall.EAFNOSUPPORT) {
 			need(t, false, "netlink uevent sockets: %v", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
+	"github.com/hotplugd/hotplugd/internal/host"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
@@ -348,7 +349,7 @@ func TestCheckNetNS(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := &captureHandler{}
-			checkNetNS(mk(t, tt.self, tt.init), slog.New(h))
+			checkNetNS(host.Roots{Proc: mk(t, tt.self, tt.init)}, slog.New(h))
 			recs := h.records()
 			switch {
 			case tt.want == 0 && len(recs) != 0:

@@ -1,16 +1,18 @@
 package rules
 
 import (
-	"github.com/hotplugd/hotplugd/internal/device"
+	"github.com/hotplugd/hotplugd/internal/host"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
 // Device answers the questions an expression may ask about the device of
-// an event beyond its properties: sysfs attributes, ancestors and the
-// filesystem on it. The daemon adapts internal/device to it; every method
-// returns "" or false for what is unknown, never an error, and may be
-// called from the goroutine that calls Match only.
+// an event beyond its properties: its device node, sysfs attributes,
+// ancestors and the filesystem on it. The daemon adapts internal/device
+// to it; every method returns "" or false for what is unknown, never an
+// error, and may be called from the goroutine that calls Match only.
 type Device interface {
+	// DevNode is the device node of the event's DEVNAME, "" without one.
+	DevNode() string
 	// Attr is the sysfs attribute name of the device itself.
 	Attr(name string) string
 	// Attrs is the first value of attribute name found walking up from
@@ -22,23 +24,7 @@ type Device interface {
 	// FS is the filesystem on a block device. It may probe the device, so
 	// it is called only when an expression reads fs.*, at most once per
 	// event.
-	FS() FS
-}
-
-// FS describes the filesystem on a block device (fs.type, fs.label,
-// fs.uuid, fs.usage, fs.version); fields are "" when unknown.
-type FS = device.FS
-
-// FSFromEvent returns the filesystem the event's ID_FS_* properties
-// describe (udev events and recorded test events carry them).
-func FSFromEvent(ev *uevent.Event) FS {
-	return FS{
-		Type:    ev.Get("ID_FS_TYPE"),
-		Label:   ev.Get("ID_FS_LABEL"),
-		UUID:    ev.Get("ID_FS_UUID"),
-		Usage:   ev.Get("ID_FS_USAGE"),
-		Version: ev.Get("ID_FS_VERSION"),
-	}
+	FS() uevent.FS
 }
 
 // EventOnly is the Device of an event whose device cannot be asked: a
@@ -46,6 +32,14 @@ func FSFromEvent(ev *uevent.Event) FS {
 // answers fs.* from the event's ID_FS_* properties and nothing else.
 type EventOnly struct {
 	Event *uevent.Event
+}
+
+// DevNode is DEVNAME under the system's /dev.
+func (d EventOnly) DevNode() string {
+	if d.Event == nil {
+		return ""
+	}
+	return host.Default().DevNode(d.Event.DevName)
 }
 
 // Attr returns "": there is no sysfs to read.
@@ -58,10 +52,11 @@ func (EventOnly) Attrs(string) string { return "" }
 // subsystems.
 func (EventOnly) HasParent(string, string) bool { return false }
 
-// FS returns FSFromEvent of the event.
-func (d EventOnly) FS() FS {
+// FS returns what the event's ID_FS_* properties say.
+func (d EventOnly) FS() uevent.FS {
 	if d.Event == nil {
-		return FS{}
+		return uevent.FS{}
 	}
-	return FSFromEvent(d.Event)
+	fs, _ := uevent.FSFromProps(d.Event.Props)
+	return fs
 }

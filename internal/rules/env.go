@@ -46,7 +46,7 @@ func envTypes() map[string]any {
 		varSeqnum:    0,
 		varSource:    "",
 		varEnv:       map[string]string(nil),
-		varFS:        FS{},
+		varFS:        uevent.FS{},
 		varMount:     mountVars{},
 		funcAttr:     (func(string) string)(nil),
 		funcAttrs:    (func(string) string)(nil),
@@ -98,7 +98,7 @@ func (e *Env) SetMountPath(path string) { e.m[varMount] = mountVars{Path: path} 
 // boxed once so that resetting an Env allocates nothing for them.
 var (
 	noMount any = mountVars{}
-	noFS    any = FS{}
+	noFS    any = uevent.FS{}
 )
 
 func newEnv() *Env {
@@ -141,7 +141,7 @@ func (e *Env) load(n needs) {
 		e.m[varDevType] = ev.DevType
 		e.m[varDevPath] = ev.DevPath
 		e.m[varDevName] = ev.DevName
-		e.m[varDevNode] = ev.DevNode()
+		e.m[varDevNode] = e.dev.DevNode()
 		e.m[varSeqnum] = int(ev.Seqnum)
 		e.m[varSource] = string(ev.Source)
 	}

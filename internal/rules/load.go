@@ -689,14 +689,37 @@ func (l *loader) loadMount(n *yaml.Node, pos Pos) *MountSpec {
 	return s
 }
 
-// mountOptions are the options a rule may add to a mount. They are words
-// without values: the option string is built by hotplugd alone, and
-// owner sets uid and gid. The list is the one internal/actions applies
-// when it mounts, so a file `hotplugd check` accepts is one the daemon
-// can mount with.
-var mountOptions = []string{
-	"ro", "rw", "noatime", "nodiratime", "relatime", "strictatime",
-	"lazytime", "sync", "dirsync", "flush", "discard",
+// mountOptions are the options a rule may add to a mount, each true when
+// it is a mount(2) flag and false when it is a filesystem data option
+// (passed only to the drivers that take it). They are words without
+// values: the option string is built by hotplugd alone, and owner sets
+// uid and gid. It is the one list: the loader checks rules with it and
+// the mounter checks again with it before it builds an option string.
+var mountOptions = []mountOption{
+	{"ro", true}, {"rw", true}, {"noatime", true}, {"nodiratime", true}, {"relatime", true},
+	{"strictatime", true}, {"lazytime", true}, {"sync", true}, {"dirsync", true},
+	{"flush", false}, {"discard", false},
+}
+
+type mountOption struct {
+	name string
+	flag bool
+}
+
+// lookupMountOption finds o in mountOptions.
+func lookupMountOption(o string) (mountOption, bool) {
+	i := slices.IndexFunc(mountOptions, func(m mountOption) bool { return m.name == o })
+	if i < 0 {
+		return mountOption{}, false
+	}
+	return mountOptions[i], true
+}
+
+// MountFlag reports whether o, an option CheckMountOption accepts, is a
+// mount(2) flag rather than a filesystem data option.
+func MountFlag(o string) bool {
+	m, _ := lookupMountOption(o)
+	return m.flag
 }
 
 // atimeOptions exclude each other.
@@ -723,7 +746,7 @@ var refusedMountOptions = map[string]string{
 // CheckMountOption returns why a rule may not add o to a mount, or nil.
 // Options never come from a device; the allow-list keeps rules from
 // undoing nosuid/nodev or smuggling a second option in with ",". The
-// mounter (internal/actions) applies the same check.
+// mounter applies the same check.
 func CheckMountOption(o string) error {
 	switch {
 	case o == "":
@@ -740,10 +763,14 @@ func CheckMountOption(o string) error {
 	if hasVal {
 		return fmt.Errorf("mount option %q: options with values are not allowed", o)
 	}
-	if slices.Contains(mountOptions, o) {
+	if _, ok := lookupMountOption(o); ok {
 		return nil
 	}
-	return fmt.Errorf("mount option %q is not on the allow-list (%s)", o, strings.Join(mountOptions, ", "))
+	names := make([]string, len(mountOptions))
+	for i, m := range mountOptions {
+		names[i] = m.name
+	}
+	return fmt.Errorf("mount option %q is not on the allow-list (%s)", o, strings.Join(names, ", "))
 }
 
 // CheckMountOptions checks each option, then the list as a whole, and
@@ -755,9 +782,6 @@ func CheckMountOptions(opts []string) error {
 	}
 	return errors.Join(append(errs, checkMountOptionSet(opts)...)...)
 }
-
-// MountOptions lists the options a rule may add to a mount.
-func MountOptions() []string { return slices.Clone(mountOptions) }
 
 // checkMountOptionSet returns why options may not go together.
 func checkMountOptionSet(opts []string) []error {

@@ -172,7 +172,7 @@ var parseErrorTests = []struct {
 	{
 		"unknown fs field",
 		"rules:\n  - name: a\n    match: fs.kind == \"ext4\"\n",
-		[]string{`t.yaml:3:15: rule "a": match: type device.FS has no field kind`},
+		[]string{`t.yaml:3:15: rule "a": match: type uevent.FS has no field kind`},
 	},
 	{
 		"wrong argument type",

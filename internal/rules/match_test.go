@@ -41,13 +41,15 @@ type fakeDevice struct {
 	attr    map[string]string // the device's own attributes
 	attrs   map[string]string // first value walking up, own included
 	parents []string          // "subsystem" or "subsystem/devtype" of each ancestor
-	fs      FS
+	fs      uevent.FS
 	fsCalls int
+	devnode string
 }
 
+func (d *fakeDevice) DevNode() string          { return d.devnode }
 func (d *fakeDevice) Attr(name string) string  { return d.attr[name] }
 func (d *fakeDevice) Attrs(name string) string { return d.attrs[name] }
-func (d *fakeDevice) FS() FS                   { d.fsCalls++; return d.fs }
+func (d *fakeDevice) FS() uevent.FS            { d.fsCalls++; return d.fs }
 func (d *fakeDevice) HasParent(subsystem, devtype string) bool {
 	for _, p := range d.parents {
 		s, t, _ := strings.Cut(p, "/")
@@ -65,7 +67,7 @@ func loopPartition() *fakeDevice {
 		attr:    map[string]string{"size": "32768", "partition": "1", "start": "2048"},
 		attrs:   map[string]string{"size": "32768", "partition": "1", "removable": "0", "ro": "0"},
 		parents: []string{"block/disk"},
-		fs:      FS{Type: "ext4", Label: "BACKUP", UUID: "0b3e6e3c-8d3c-4a57-9f2e-2f6a1c1d9c11", Usage: "filesystem", Version: "1.0"},
+		fs:      uevent.FS{Type: "ext4", Label: "BACKUP", UUID: "0b3e6e3c-8d3c-4a57-9f2e-2f6a1c1d9c11", Usage: "filesystem", Version: "1.0"},
 	}
 }
 
@@ -76,7 +78,7 @@ func usbStick() *fakeDevice {
 		attr:    map[string]string{"size": "60063744", "partition": "1"},
 		attrs:   map[string]string{"removable": "1", "idVendor": "0781", "idProduct": "5581", "manufacturer": "SanDisk"},
 		parents: []string{"block/disk", "scsi/scsi_device", "scsi/scsi_target", "scsi/scsi_host", "usb/usb_interface", "usb/usb_device", "pci"},
-		fs:      FS{Type: "vfat", Label: "", UUID: "5E2F-1A3B", Usage: "filesystem", Version: "FAT32"},
+		fs:      uevent.FS{Type: "vfat", Label: "", UUID: "5E2F-1A3B", Usage: "filesystem", Version: "FAT32"},
 	}
 }
 
@@ -519,11 +521,11 @@ func TestEventOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := EventOnly{Event: &e}
-	want := FS{Type: "vfat", Label: "STICK", UUID: "5E2F-1A3B", Usage: "filesystem", Version: "FAT32"}
+	want := uevent.FS{Type: "vfat", Label: "STICK", UUID: "5E2F-1A3B", Usage: "filesystem", Version: "FAT32"}
 	if diff := cmp.Diff(want, d.FS()); diff != "" {
 		t.Errorf("FS (-want +got):\n%s", diff)
 	}
-	if d.Attr("x") != "" || d.Attrs("x") != "" || d.HasParent("usb", "") || (EventOnly{}).FS() != (FS{}) {
+	if d.Attr("x") != "" || d.Attrs("x") != "" || d.HasParent("usb", "") || (EventOnly{}).FS() != (uevent.FS{}) {
 		t.Error("EventOnly answers what it cannot know")
 	}
 }

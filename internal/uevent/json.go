@@ -29,10 +29,20 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		Subsystem: e.Subsystem,
 		DevType:   e.DevType,
 		DevName:   e.DevName,
-		DevNode:   e.DevNode(),
+		DevNode:   devNode(e.DevName),
 		Source:    e.Source,
 		Env:       e.Env(),
 	})
+}
+
+// devNode is the node the kernel's devtmpfs gives a DEVNAME, as udev
+// writes it in its own DEVNAME property: a recording names the node of
+// the machine it was made on.
+func devNode(devname string) string {
+	if devname == "" {
+		return ""
+	}
+	return "/dev/" + devname
 }
 
 // UnmarshalJSON decodes a `monitor --json` object and applies the checks

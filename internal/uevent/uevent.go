@@ -113,17 +113,8 @@ func (e *Event) Env() map[string]string {
 	return m
 }
 
-// DevNode is the device node, "/dev/" + DevName, or "" when the event has
-// no DEVNAME.
-func (e *Event) DevNode() string {
-	if e.DevName == "" {
-		return ""
-	}
-	return "/dev/" + e.DevName
-}
-
-// AppendKernel appends the event in the kernel's wire format.
-func (e *Event) AppendKernel(b []byte) []byte {
+// appendKernel appends the event in the kernel's wire format.
+func (e *Event) appendKernel(b []byte) []byte {
 	b = append(b, e.Action...)
 	b = append(b, '@')
 	b = append(b, e.DevPath...)

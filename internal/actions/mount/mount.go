@@ -1,4 +1,4 @@
-package actions
+package mount
 
 import (
 	"errors"
@@ -8,18 +8,14 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hotplugd/hotplugd/internal/host"
 )
 
-// Defaults of MounterConfig.
+// Defaults of Config.
 const (
-	DefaultMountRoot       = "/media"
-	DefaultStatePath       = "/run/hotplugd/mounts.json"
-	DefaultMountinfoPath   = "/proc/self/mountinfo"
-	DefaultFstabPath       = "/etc/fstab"
-	DefaultFilesystemsPath = "/proc/filesystems"
-	DefaultModulesDir      = "/lib/modules"
-	DefaultSysPath         = "/sys"
-	DefaultMountTimeout    = 30 * time.Second
+	DefaultModulesDir   = "/lib/modules"
+	DefaultMountTimeout = 30 * time.Second
 )
 
 // DefaultHelperDirs are where FUSE mount helpers are looked for.
@@ -47,6 +43,7 @@ var (
 	errNotMountedAfter   = errors.New("mount did not appear in mountinfo")
 	errTooManyCollisions = errors.New("no free mount point name")
 	errMountRootNotAbs   = errors.New("mount root is not an absolute path")
+	errStatePathNotAbs   = errors.New("state file is not an absolute path")
 )
 
 // skipError is a deliberate skip: Is(ErrSkipped) and Is(its reason).
@@ -101,10 +98,10 @@ func ParseDevNum(s string) (Device, error) {
 	return Device{Major: uint32(major), Minor: uint32(minor)}, nil
 }
 
-// MountRequest is what a rule's mount action asks for.
-type MountRequest struct {
+// Request is what a rule's mount action asks for.
+type Request struct {
 	Rule    string   // the rule's name, recorded in the state
-	Options []string // extra options from the allow-list (ValidateMountOptions)
+	Options []string // extra options from the allow-list (rules.CheckMountOption)
 	Exec    bool     // leave out noexec
 	// UID and GID own the files of filesystems without Unix ownership
 	// (vfat, exfat, ntfs, iso9660, udf); 0 (root) by default.
@@ -131,9 +128,9 @@ type Plan struct {
 	opts builtOptions
 }
 
-// MountEntry records one mount hotplugd made. It is kept in the state file
+// Entry records one mount hotplugd made. It is kept in the state file
 // until the mount is gone and the directory hotplugd created is removed.
-type MountEntry struct {
+type Entry struct {
 	Device     Device    `json:"device"`
 	MountPoint string    `json:"mount_point"`
 	FSType     string    `json:"fs_type"`
@@ -149,7 +146,7 @@ type MountEntry struct {
 
 // UnmountResult says what Unmount did.
 type UnmountResult struct {
-	Entry MountEntry
+	Entry Entry
 	// Unmounted: the filesystem was unmounted by this call (false: it was
 	// gone already, or was not hotplugd's).
 	Unmounted bool
@@ -163,45 +160,40 @@ type UnmountResult struct {
 
 // ReconcileReport says what Reconcile did with each recorded mount.
 type ReconcileReport struct {
-	Kept    []MountEntry // device present and still mounted
-	Cleaned []MountEntry // device gone: unmounted and directory removed
-	Lazy    []MountEntry // of Cleaned, those that were busy and detached lazily
-	Dropped []MountEntry // mount already gone, or a mount hotplugd did not make at its path: entry forgotten
-	Failed  []MountEntry // cleanup failed: entry kept for a retry (see the error)
+	Kept    []Entry // device present and still mounted
+	Cleaned []Entry // device gone: unmounted and directory removed
+	Lazy    []Entry // of Cleaned, those that were busy and detached lazily
+	Dropped []Entry // mount already gone, or a mount hotplugd did not make at its path: entry forgotten
+	Failed  []Entry // cleanup failed: entry kept for a retry (see the error)
 }
 
-// MounterConfig configures a Mounter. Zero fields take the Default values;
-// tests point every host path elsewhere.
-type MounterConfig struct {
-	MountRoot       string        // where mount points are created (default /media)
-	StatePath       string        // the state file (default /run/hotplugd/mounts.json)
-	MountinfoPath   string        // default /proc/self/mountinfo
-	FstabPath       string        // default /etc/fstab
-	FilesystemsPath string        // default /proc/filesystems
-	ModulesDir      string        // kernel modules, to see if a filesystem is loadable (default /lib/modules)
-	SysPath         string        // sysfs, to see if a device is present (default /sys)
-	HelperDirs      []string      // where FUSE mount helpers are looked for (default DefaultHelperDirs)
-	Timeout         time.Duration // longest a mount or unmount may take (default 30s); a context deadline may shorten it
-	Logger          *slog.Logger  // default: discard
+// Config configures a Mounter. MountRoot and StatePath are required (the
+// rules' mount_root and <state_dir>/mounts.json); other zero fields take
+// the Default values. Tests point every host path elsewhere.
+type Config struct {
+	MountRoot string // where mount points are created
+	StatePath string // the state file
+	// Roots are the host directories: procfs (self/mountinfo,
+	// filesystems), /etc (fstab) and sysfs (is a device present).
+	Roots      host.Roots
+	ModulesDir string        // kernel modules, to see if a filesystem is loadable (default /lib/modules)
+	HelperDirs []string      // where FUSE mount helpers are looked for (default DefaultHelperDirs)
+	Timeout    time.Duration // longest a mount or unmount may take (default 30s); a context deadline may shorten it
+	Logger     *slog.Logger  // default: discard
 	// PlanOnly makes a Mounter for dry runs (`hotplugd test`), which must
 	// change nothing: NewMounter leaves an unreadable state file where it
 	// is, and Mount, Unmount and Reconcile refuse with ErrPlanOnly.
 	PlanOnly bool
 }
 
-func (c MounterConfig) withDefaults() MounterConfig {
+func (c Config) withDefaults() Config {
 	def := func(s *string, v string) {
 		if *s == "" {
 			*s = v
 		}
 	}
-	def(&c.MountRoot, DefaultMountRoot)
-	def(&c.StatePath, DefaultStatePath)
-	def(&c.MountinfoPath, DefaultMountinfoPath)
-	def(&c.FstabPath, DefaultFstabPath)
-	def(&c.FilesystemsPath, DefaultFilesystemsPath)
+	c.Roots = c.Roots.WithDefaults()
 	def(&c.ModulesDir, DefaultModulesDir)
-	def(&c.SysPath, DefaultSysPath)
 	if c.HelperDirs == nil {
 		c.HelperDirs = DefaultHelperDirs
 	}
@@ -214,11 +206,15 @@ func (c MounterConfig) withDefaults() MounterConfig {
 	return c
 }
 
+func (c Config) mountinfoPath() string   { return c.Roots.ProcPath("self", "mountinfo") }
+func (c Config) filesystemsPath() string { return c.Roots.ProcPath("filesystems") }
+func (c Config) fstabPath() string       { return c.Roots.EtcPath("fstab") }
+
 // Mounter mounts and unmounts filesystems for hotplugd and keeps the state
 // of what it mounted. It is safe for concurrent use; operations on one
 // device are serialized, operations on different devices run in parallel.
 type Mounter struct {
-	cfg MounterConfig
+	cfg Config
 	log *slog.Logger
 
 	// sysMount and sysUnmount are mount(2) and umount2(2); tests replace
@@ -227,8 +223,8 @@ type Mounter struct {
 	sysUnmount func(target string, flags int) error
 
 	mu      sync.Mutex
-	entries map[string]MountEntry // by Device.DevNum()
-	busy    map[string]bool       // devices with an operation in progress
+	entries map[string]Entry // by Device.DevNum()
+	busy    map[string]bool  // devices with an operation in progress
 }
 
 // reserve marks a device busy; the returned func releases it.
@@ -246,20 +242,23 @@ func (m *Mounter) reserve(key string) (release func(), ok bool) {
 	}, true
 }
 
+// Root is the mount root, where mount points are made.
+func (m *Mounter) Root() string { return m.cfg.MountRoot }
+
 // Entries returns the mounts hotplugd has recorded, sorted by mount point.
-func (m *Mounter) Entries() []MountEntry {
+func (m *Mounter) Entries() []Entry {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return sortedEntries(m.entries)
 }
 
 // Lookup returns the recorded mount of a device (matched as Unmount does).
-func (m *Mounter) Lookup(dev Device) (MountEntry, bool) {
+func (m *Mounter) Lookup(dev Device) (Entry, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	key, ok := m.findLocked(dev)
 	if !ok {
-		return MountEntry{}, false
+		return Entry{}, false
 	}
 	return m.entries[key], true
 }

@@ -1,4 +1,4 @@
-package actions
+package mount
 
 import (
 	"context"
@@ -20,7 +20,7 @@ func BenchmarkMountExt4(b *testing.B) {
 	var mount, unmount time.Duration
 	for b.Loop() {
 		start := time.Now()
-		if _, err := fx.m.Mount(ctx, disk.dev, MountRequest{}); err != nil {
+		if _, err := fx.m.Mount(ctx, disk.dev, Request{}); err != nil {
 			b.Fatal(err)
 		}
 		mid := time.Now()
@@ -39,7 +39,7 @@ func BenchmarkMountPlan(b *testing.B) {
 	fx := newMountFixture(b, nil)
 	dev := Device{Major: 8, Minor: 17, Devnode: "/dev/sdb1", Devname: "sdb1", FSUsage: "filesystem", FSType: "ext4", Label: "BACKUP"}
 	for b.Loop() {
-		if _, err := fx.m.Plan(dev, MountRequest{Options: []string{"noatime"}}); err != nil {
+		if _, err := fx.m.Plan(dev, Request{Options: []string{"noatime"}}); err != nil {
 			b.Fatal(err)
 		}
 	}

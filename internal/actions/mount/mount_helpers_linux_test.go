@@ -1,4 +1,4 @@
-package actions
+package mount
 
 import (
 	"errors"
@@ -13,6 +13,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
+	"github.com/hotplugd/hotplugd/internal/host"
 	"github.com/hotplugd/hotplugd/internal/looptest"
 )
 
@@ -104,21 +105,35 @@ func decodeUdevEnc(s string) string {
 // mountFixture is a Mounter on a fresh mount root and state file.
 type mountFixture struct {
 	m     *Mounter
-	cfg   MounterConfig
+	cfg   Config
 	root  string
 	state string
+}
+
+// fakeProc makes a procfs root whose filesystems file holds filesystems
+// and whose self is the real /proc/self, for mountinfo.
+func fakeProc(t testing.TB, filesystems string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "filesystems"), []byte(filesystems), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/proc/self", filepath.Join(dir, "self")); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // newMountFixture makes a Mounter with every host path but /proc, /sys and
 // /dev in temporary directories. The mount root is not created: Mount
 // does that.
-func newMountFixture(t testing.TB, mod func(*MounterConfig)) *mountFixture {
+func newMountFixture(t testing.TB, mod func(*Config)) *mountFixture {
 	t.Helper()
 	base := t.TempDir()
-	cfg := MounterConfig{
+	cfg := Config{
 		MountRoot: filepath.Join(base, "media"),
 		StatePath: filepath.Join(base, "run", "hotplugd", "mounts.json"),
-		FstabPath: filepath.Join(base, "fstab"), // absent: nothing listed
+		Roots:     host.Roots{Etc: base}, // no fstab: nothing listed
 		Timeout:   20 * time.Second,
 		Logger:    slog.New(slog.NewTextHandler(mountLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
@@ -187,7 +202,7 @@ func hasOptions(list string, want ...string) bool {
 }
 
 // stateEntries reads the state file as a fresh daemon would.
-func stateEntries(t testing.TB, path string) map[string]MountEntry {
+func stateEntries(t testing.TB, path string) map[string]Entry {
 	t.Helper()
 	entries, err := readState(path)
 	if err != nil {

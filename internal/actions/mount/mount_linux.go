@@ -1,4 +1,4 @@
-package actions
+package mount
 
 import (
 	"bufio"
@@ -45,10 +45,13 @@ const helperOutputMax = 4096
 // <StatePath>.bad and replaced by an empty state: hotplugd then leaves
 // those mounts alone rather than refusing to start. NewMounter creates no
 // directory; with PlanOnly it changes nothing at all.
-func NewMounter(cfg MounterConfig) (*Mounter, error) {
+func NewMounter(cfg Config) (*Mounter, error) {
 	cfg = cfg.withDefaults()
 	if !filepath.IsAbs(cfg.MountRoot) {
 		return nil, fmt.Errorf("mount root %q: %w", cfg.MountRoot, errMountRootNotAbs)
+	}
+	if !filepath.IsAbs(cfg.StatePath) {
+		return nil, fmt.Errorf("state file %q: %w", cfg.StatePath, errStatePathNotAbs)
 	}
 	cfg.MountRoot = filepath.Clean(cfg.MountRoot)
 	m := &Mounter{
@@ -71,7 +74,7 @@ func NewMounter(cfg MounterConfig) (*Mounter, error) {
 				m.log.Error("moving the unreadable mount state aside", "err", rerr)
 			}
 		}
-		entries = map[string]MountEntry{}
+		entries = map[string]Entry{}
 	}
 	// The state decides what gets unmounted and removed: an entry whose
 	// mount point is not directly under mount_root (an edited file, or
@@ -112,7 +115,7 @@ func checkStateDir(dir string) error {
 // returns the same skip and refusal errors, without creating or mounting
 // anything. The mount point's suffix may differ at mount time if the name
 // is taken in between.
-func (m *Mounter) Plan(dev Device, req MountRequest) (Plan, error) {
+func (m *Mounter) Plan(dev Device, req Request) (Plan, error) {
 	p, err := m.plan(dev, req)
 	if err != nil {
 		return Plan{}, err
@@ -123,16 +126,13 @@ func (m *Mounter) Plan(dev Device, req MountRequest) (Plan, error) {
 }
 
 // plan makes every decision of a mount that needs no side effect.
-func (m *Mounter) plan(dev Device, req MountRequest) (Plan, error) {
+func (m *Mounter) plan(dev Device, req Request) (Plan, error) {
 	if dev.FSUsage != "filesystem" {
 		return Plan{}, skip(dev, ErrNotFilesystem, "ID_FS_USAGE is %q, not \"filesystem\"", dev.FSUsage)
 	}
 	drivers, ok := filesystems[dev.FSType]
 	if !ok {
 		return Plan{}, skip(dev, ErrFilesystemRefused, "%q is not one of %s", dev.FSType, strings.Join(AllowedFilesystems(), ", "))
-	}
-	if err := ValidateMountOptions(req.Options); err != nil {
-		return Plan{}, fmt.Errorf("mount %s: %w", dev.Devnode, err)
 	}
 	if dev.Major == 0 && dev.Minor == 0 {
 		return Plan{}, fmt.Errorf("mount %s: %w", dev.Devnode, errDeviceNumber)
@@ -143,7 +143,7 @@ func (m *Mounter) plan(dev Device, req MountRequest) (Plan, error) {
 	if e, ok := m.Lookup(Device{Major: dev.Major, Minor: dev.Minor}); ok && !e.Unmounted {
 		return Plan{}, skip(dev, ErrAlreadyMounted, "mounted by hotplugd at %s", e.MountPoint)
 	}
-	infos, err := readMounts(m.cfg.MountinfoPath)
+	infos, err := readMounts(m.cfg.mountinfoPath())
 	if err != nil {
 		return Plan{}, fmt.Errorf("mount %s: %w", dev.Devnode, err)
 	}
@@ -161,12 +161,12 @@ func (m *Mounter) plan(dev Device, req MountRequest) (Plan, error) {
 }
 
 // planWith fills a Plan for one driver choice.
-func (m *Mounter) planWith(dev Device, req MountRequest, c driverChoice) (Plan, error) {
+func (m *Mounter) planWith(dev Device, req Request, c driverChoice) (Plan, error) {
 	opts, err := buildOptions(c.drv, req)
 	if err != nil {
 		return Plan{}, fmt.Errorf("mount %s: %w", dev.Devnode, err)
 	}
-	name := MountName(dev.Label, dev.UUID, dev.Devname)
+	name := Name(dev.Label, dev.UUID, dev.Devname)
 	return Plan{
 		Device:     dev,
 		MountPoint: filepath.Join(m.cfg.MountRoot, name),
@@ -186,7 +186,7 @@ func (m *Mounter) planWith(dev Device, req MountRequest, c driverChoice) (Plan, 
 // checkFstab skips a device the administrator listed in fstab: by its
 // node (or any /dev link to it), LABEL=, UUID=, PARTUUID= or PARTLABEL=.
 func (m *Mounter) checkFstab(dev Device) error {
-	entries, err := readFstab(m.cfg.FstabPath)
+	entries, err := readFstab(m.cfg.fstabPath())
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", dev.Devnode, err)
 	}
@@ -202,7 +202,7 @@ func (m *Mounter) checkFstab(dev Device) error {
 			}
 		}
 		if match {
-			return skip(dev, ErrInFstab, "%s:%d: %s %s", m.cfg.FstabPath, e.line, e.spec, e.dir)
+			return skip(dev, ErrInFstab, "%s:%d: %s %s", m.cfg.fstabPath(), e.line, e.spec, e.dir)
 		}
 	}
 	return nil
@@ -242,11 +242,11 @@ func (e *unsupportedFSError) Unwrap() error { return ErrUnsupportedFS }
 // available as a module (mount(2) then loads it; the type is allow-listed),
 // then FUSE helpers found in the helper directories.
 func (m *Mounter) usableDrivers(dev Device, drivers []driver) ([]driverChoice, error) {
-	known, err := readProcFilesystems(m.cfg.FilesystemsPath)
+	known, err := readProcFilesystems(m.cfg.filesystemsPath())
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dev.Devnode, err)
 	}
-	unsupported := &unsupportedFSError{fsType: dev.FSType, filesystemsPath: m.cfg.FilesystemsPath, dirs: m.cfg.HelperDirs}
+	unsupported := &unsupportedFSError{fsType: dev.FSType, filesystemsPath: m.cfg.filesystemsPath(), dirs: m.cfg.HelperDirs}
 	var out []driverChoice
 	for _, d := range drivers {
 		if d.kernel != "" {
@@ -346,7 +346,7 @@ func findHelper(names, dirs []string) (path string, rejected []string) {
 //
 // It refuses (errors wrapping ErrSkipped) devices that are not a
 // filesystem, of a type not allow-listed, already mounted, or listed in
-// fstab. The mount point is a new 0700 directory (see MountName and
+// fstab. The mount point is a new 0700 directory (see Name and
 // createMountDir), removed again if the mount fails. Kernel filesystems
 // are mounted with mount(2) onto /proc/self/fd/N of the new directory;
 // FUSE filesystems by executing their helper directly (no shell) as
@@ -357,13 +357,13 @@ func findHelper(names, dirs []string) (path string, rejected []string) {
 // wrapping ErrMountTimeout at once, and the mount(2) call, left running,
 // is undone when it returns (lazy unmount, rmdir). A helper that misses the
 // deadline is killed with its process group.
-func (m *Mounter) Mount(ctx context.Context, dev Device, req MountRequest) (MountEntry, error) {
+func (m *Mounter) Mount(ctx context.Context, dev Device, req Request) (Entry, error) {
 	if m.cfg.PlanOnly {
-		return MountEntry{}, fmt.Errorf("mount %s: %w", dev.Devnode, ErrPlanOnly)
+		return Entry{}, fmt.Errorf("mount %s: %w", dev.Devnode, ErrPlanOnly)
 	}
 	release, ok := m.reserve(dev.DevNum())
 	if !ok {
-		return MountEntry{}, fmt.Errorf("mount %s: %w", dev.Devnode, ErrDeviceBusy)
+		return Entry{}, fmt.Errorf("mount %s: %w", dev.Devnode, ErrDeviceBusy)
 	}
 	handedOff := false
 	defer func() {
@@ -375,26 +375,26 @@ func (m *Mounter) Mount(ctx context.Context, dev Device, req MountRequest) (Moun
 	m.finishPending(ctx, dev)
 	p, err := m.plan(dev, req)
 	if err != nil {
-		return MountEntry{}, err
+		return Entry{}, err
 	}
 	if err := checkDevnode(dev); err != nil {
-		return MountEntry{}, fmt.Errorf("mount %s: %w", dev.Devnode, err)
+		return Entry{}, fmt.Errorf("mount %s: %w", dev.Devnode, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 	defer cancel()
 
 	rootFD, err := openMountRoot(m.cfg.MountRoot)
 	if err != nil {
-		return MountEntry{}, fmt.Errorf("mount %s: %w", dev.Devnode, err)
+		return Entry{}, fmt.Errorf("mount %s: %w", dev.Devnode, err)
 	}
 	dir, err := createMountDir(rootFD, m.cfg.MountRoot, p.name)
 	if err != nil {
-		return MountEntry{}, fmt.Errorf("mount %s: %w", dev.Devnode, err)
+		return Entry{}, fmt.Errorf("mount %s: %w", dev.Devnode, err)
 	}
 
 	cands, err := m.usableDrivers(dev, filesystems[dev.FSType])
 	if err != nil {
-		return MountEntry{}, errors.Join(err, dir.remove())
+		return Entry{}, errors.Join(err, dir.remove())
 	}
 	for i, c := range cands {
 		if p, err = m.planWith(dev, req, c); err != nil {
@@ -406,7 +406,7 @@ func (m *Mounter) Mount(ctx context.Context, dev Device, req MountRequest) (Moun
 			err = m.kernelMount(ctx, dir, dev, p, release)
 			if errors.Is(err, ErrMountTimeout) {
 				handedOff = true // the mount(2) goroutine cleans up and releases
-				return MountEntry{}, err
+				return Entry{}, err
 			}
 		}
 		if !errors.Is(err, unix.ENODEV) || i == len(cands)-1 {
@@ -421,13 +421,13 @@ func (m *Mounter) Mount(ctx context.Context, dev Device, req MountRequest) (Moun
 		err = m.verifyMounted(dir, dev)
 	}
 	if err != nil {
-		return MountEntry{}, fmt.Errorf("mount %s on %s: %w", dev.Devnode, dir.path, errors.Join(err, dir.remove()))
+		return Entry{}, fmt.Errorf("mount %s on %s: %w", dev.Devnode, dir.path, errors.Join(err, dir.remove()))
 	}
 	dir.close()
 
 	recorded := dev
 	recorded.FSUsage, recorded.FSType = "", "" // the entry has its own FSType
-	entry := MountEntry{
+	entry := Entry{
 		Device:     recorded,
 		MountPoint: dir.path,
 		FSType:     dev.FSType,
@@ -573,7 +573,7 @@ func (m *Mounter) helperMount(ctx context.Context, dir *mountDir, dev Device, p 
 		return nil
 	}
 	// The helper may have mounted before failing or being killed.
-	if infos, err := readMounts(m.cfg.MountinfoPath); err == nil {
+	if infos, err := readMounts(m.cfg.mountinfoPath()); err == nil {
 		for _, mi := range mountsAt(infos, dir.path) {
 			if isDeviceMount(mi, dev) {
 				_ = m.sysUnmount(dir.path, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
@@ -611,7 +611,7 @@ func readBounded(f *os.File) string {
 // directory's path (mount(2) went through /proc/self/fd/N, so this also
 // proves the name still leads to the directory mounted on).
 func (m *Mounter) verifyMounted(dir *mountDir, dev Device) error {
-	infos, err := readMounts(m.cfg.MountinfoPath)
+	infos, err := readMounts(m.cfg.mountinfoPath())
 	if err != nil {
 		return err
 	}
@@ -682,7 +682,7 @@ const (
 // lazy, a mounted filesystem is detached at once (its device is gone);
 // otherwise a plain unmount is tried first and a busy one detached. The
 // caller holds the device's reservation.
-func (m *Mounter) cleanup(ctx context.Context, key string, e MountEntry, lazy bool) (UnmountResult, cleanupOutcome, error) {
+func (m *Mounter) cleanup(ctx context.Context, key string, e Entry, lazy bool) (UnmountResult, cleanupOutcome, error) {
 	res := UnmountResult{Entry: e}
 	fail := func(err error) (UnmountResult, cleanupOutcome, error) {
 		m.mu.Lock()
@@ -692,7 +692,7 @@ func (m *Mounter) cleanup(ctx context.Context, key string, e MountEntry, lazy bo
 		res.Entry = e
 		return res, outcomeFailed, fmt.Errorf("unmount %s at %s: %w", describe(e.Device), e.MountPoint, errors.Join(err, werr))
 	}
-	infos, err := readMounts(m.cfg.MountinfoPath)
+	infos, err := readMounts(m.cfg.mountinfoPath())
 	if err != nil {
 		return fail(err)
 	}
@@ -810,7 +810,7 @@ func (m *Mounter) Reconcile(ctx context.Context, present func(Device) bool) (Rec
 		}
 		isPresent := present(e.Device)
 		if isPresent && !e.Unmounted {
-			infos, err := readMounts(m.cfg.MountinfoPath)
+			infos, err := readMounts(m.cfg.mountinfoPath())
 			if err != nil {
 				release()
 				return rep, err
@@ -846,7 +846,7 @@ func (m *Mounter) Reconcile(ctx context.Context, present func(Device) bool) (Rec
 // /sys/dev/block/MAJOR:MINOR link resolves, to the recorded devpath when
 // one was recorded (device numbers are reused).
 func (m *Mounter) presentInSysfs(dev Device) bool {
-	link := filepath.Join(m.cfg.SysPath, "dev", "block", dev.DevNum())
+	link := m.cfg.Roots.SysPath("dev", "block", dev.DevNum())
 	target, err := os.Readlink(link)
 	if err != nil {
 		return false
@@ -855,5 +855,5 @@ func (m *Mounter) presentInSysfs(dev Device) bool {
 		return true
 	}
 	abs := filepath.Join(filepath.Dir(link), target)
-	return strings.TrimPrefix(abs, filepath.Clean(m.cfg.SysPath)) == dev.Devpath
+	return strings.TrimPrefix(abs, filepath.Clean(m.cfg.Roots.Sys)) == dev.Devpath
 }

@@ -1,4 +1,4 @@
-package actions
+package mount
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
+	"github.com/hotplugd/hotplugd/internal/host"
 	"github.com/hotplugd/hotplugd/internal/looptest"
 )
 
@@ -46,7 +47,7 @@ func TestMountExt4Backup(t *testing.T) {
 	fx := newMountFixture(t, nil)
 	ctx := context.Background()
 
-	plan, err := fx.m.Plan(disk.dev, MountRequest{Rule: "usb"})
+	plan, err := fx.m.Plan(disk.dev, Request{Rule: "usb"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,7 @@ func TestMountExt4Backup(t *testing.T) {
 		t.Errorf("Plan created the mount root (lstat: %v)", err)
 	}
 
-	entry, err := fx.m.Mount(ctx, disk.dev, MountRequest{Rule: "usb"})
+	entry, err := fx.m.Mount(ctx, disk.dev, Request{Rule: "usb"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +73,7 @@ func TestMountExt4Backup(t *testing.T) {
 	got := stateEntries(t, fx.state)[disk.dev.DevNum()]
 	recorded := disk.dev
 	recorded.FSUsage, recorded.FSType = "", "" // not part of the device record
-	wantEntry := MountEntry{
+	wantEntry := Entry{
 		Device:     recorded,
 		MountPoint: want, FSType: "ext4", Driver: "ext4", Options: "nosuid,nodev,noexec,errors=remount-ro",
 		Rule: "usb", CreatedDir: true, MountedAt: got.MountedAt,
@@ -85,7 +86,7 @@ func TestMountExt4Backup(t *testing.T) {
 	}
 
 	// A second add of the same device is a skip, not a second mount.
-	if _, err := fx.m.Mount(ctx, disk.dev, MountRequest{}); !errors.Is(err, ErrAlreadyMounted) || !errors.Is(err, ErrSkipped) {
+	if _, err := fx.m.Mount(ctx, disk.dev, Request{}); !errors.Is(err, ErrAlreadyMounted) || !errors.Is(err, ErrSkipped) {
 		t.Errorf("second Mount: %v, want ErrAlreadyMounted", err)
 	}
 
@@ -113,16 +114,16 @@ func TestMountExt4Backup(t *testing.T) {
 func TestMountNTFSHelper(t *testing.T) {
 	looptest.Require(t, "mkntfs", "ntfs-3g")
 	disk := newDisk(t, "ntfs", "My Disk", diskOptions{})
-	fx := newMountFixture(t, func(c *MounterConfig) {
+	fx := newMountFixture(t, func(c *Config) {
 		// This test is about the FUSE helper: a kernel with ntfs3 would
 		// take the disk itself.
-		c.FilesystemsPath = writeFilesystemsWithout(t, "ntfs3")
+		c.Roots.Proc = writeFilesystemsWithout(t, "ntfs3")
 		c.ModulesDir = t.TempDir()
 	})
 	ctx := context.Background()
 	want := filepath.Join(fx.root, "My Disk")
 
-	plan, err := fx.m.Plan(disk.dev, MountRequest{UID: 1000, GID: 1000})
+	plan, err := fx.m.Plan(disk.dev, Request{UID: 1000, GID: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +131,7 @@ func TestMountNTFSHelper(t *testing.T) {
 		t.Errorf("plan = %+v", plan)
 	}
 
-	entry, err := fx.m.Mount(ctx, disk.dev, MountRequest{Rule: "usb", UID: 1000, GID: 1000})
+	entry, err := fx.m.Mount(ctx, disk.dev, Request{Rule: "usb", UID: 1000, GID: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func TestMountNTFSHelper(t *testing.T) {
 // named types.
 func writeFilesystemsWithout(t *testing.T, drop ...string) string {
 	t.Helper()
-	b, err := os.ReadFile(DefaultFilesystemsPath)
+	b, err := os.ReadFile(host.Default().ProcPath("filesystems"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,11 +188,7 @@ func writeFilesystemsWithout(t *testing.T, drop ...string) string {
 		}
 		out.WriteString(line)
 	}
-	p := filepath.Join(t.TempDir(), "filesystems")
-	if err := os.WriteFile(p, []byte(out.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return fakeProc(t, out.String())
 }
 
 // TestMountVfatUnsupported: this kernel has no vfat and there is no
@@ -201,27 +198,27 @@ func writeFilesystemsWithout(t *testing.T, drop ...string) string {
 func TestMountVfatUnsupported(t *testing.T) {
 	looptest.Require(t, "mkfs.vfat")
 	disk := newDisk(t, "vfat", "STICK", diskOptions{})
-	fx := newMountFixture(t, func(c *MounterConfig) {
-		known, err := readProcFilesystems(DefaultFilesystemsPath)
+	fx := newMountFixture(t, func(c *Config) {
+		known, err := readProcFilesystems(host.Default().ProcPath("filesystems"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := &Mounter{cfg: MounterConfig{ModulesDir: DefaultModulesDir}}
+		m := &Mounter{cfg: Config{ModulesDir: DefaultModulesDir}}
 		if known["vfat"] || m.moduleAvailable("vfat") {
-			c.FilesystemsPath = writeFilesystemsWithout(t, "vfat")
+			c.Roots.Proc = writeFilesystemsWithout(t, "vfat")
 			c.ModulesDir = t.TempDir()
 		}
 	})
-	_, err := fx.m.Mount(context.Background(), disk.dev, MountRequest{})
+	_, err := fx.m.Mount(context.Background(), disk.dev, Request{})
 	want := fmt.Sprintf("mount %s: filesystem vfat is not supported by this kernel (no \"vfat\" in %s) and no mount helper was found",
-		disk.part, fx.m.cfg.FilesystemsPath)
+		disk.part, fx.m.cfg.filesystemsPath())
 	if err == nil || err.Error() != want {
 		t.Errorf("Mount error:\n got %v\nwant %s", err, want)
 	}
 	if !errors.Is(err, ErrUnsupportedFS) || errors.Is(err, ErrSkipped) {
 		t.Errorf("error %v: want ErrUnsupportedFS, not a skip", err)
 	}
-	if _, err := fx.m.Plan(disk.dev, MountRequest{}); !errors.Is(err, ErrUnsupportedFS) {
+	if _, err := fx.m.Plan(disk.dev, Request{}); !errors.Is(err, ErrUnsupportedFS) {
 		t.Errorf("Plan: %v, want ErrUnsupportedFS", err)
 	}
 	if _, ok := deviceMountedAt(mustMounts(t), disk.dev); ok {
@@ -237,7 +234,7 @@ func TestMountVfatUnsupported(t *testing.T) {
 
 func mustMounts(t *testing.T) []*mountinfoInfo {
 	t.Helper()
-	infos, err := readMounts(DefaultMountinfoPath)
+	infos, err := readMounts(host.Default().ProcPath("self", "mountinfo"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,11 +247,11 @@ func TestMountSameLabelTwice(t *testing.T) {
 	b := newDisk(t, "ext4", "SAME", diskOptions{})
 	fx := newMountFixture(t, nil)
 	ctx := context.Background()
-	ea, err := fx.m.Mount(ctx, a.dev, MountRequest{})
+	ea, err := fx.m.Mount(ctx, a.dev, Request{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	eb, err := fx.m.Mount(ctx, b.dev, MountRequest{})
+	eb, err := fx.m.Mount(ctx, b.dev, Request{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +305,7 @@ func TestMountHostileLabels(t *testing.T) {
 			if want == "" {
 				want = disk.dev.UUID
 			}
-			entry, err := fx.m.Mount(ctx, disk.dev, MountRequest{})
+			entry, err := fx.m.Mount(ctx, disk.dev, Request{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -359,8 +356,8 @@ func TestMountRootSymlinkRefused(t *testing.T) {
 		"a parent is a symlink": filepath.Join(link, "sub"),
 	} {
 		t.Run(name, func(t *testing.T) {
-			fx := newMountFixture(t, func(c *MounterConfig) { c.MountRoot = root })
-			_, err := fx.m.Mount(context.Background(), disk.dev, MountRequest{})
+			fx := newMountFixture(t, func(c *Config) { c.MountRoot = root })
+			_, err := fx.m.Mount(context.Background(), disk.dev, Request{})
 			if !errors.Is(err, ErrUnsafeMountRoot) || !strings.Contains(err.Error(), link+" is a symlink") {
 				t.Errorf("Mount: %v, want ErrUnsafeMountRoot naming %s", err, link)
 			}
@@ -377,7 +374,7 @@ func TestMountRootSymlinkRefused(t *testing.T) {
 		if err := os.Chmod(fx.root, 0o775); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := fx.m.Mount(context.Background(), disk.dev, MountRequest{}); !errors.Is(err, ErrUnsafeMountRoot) {
+		if _, err := fx.m.Mount(context.Background(), disk.dev, Request{}); !errors.Is(err, ErrUnsafeMountRoot) {
 			t.Errorf("Mount: %v, want ErrUnsafeMountRoot", err)
 		}
 		if names := dirEntries(t, fx.root); len(names) != 0 {
@@ -405,7 +402,7 @@ func TestMountNeverAdopts(t *testing.T) {
 	if err := os.Symlink(elsewhere, filepath.Join(fx.root, "BACKUP_2")); err != nil {
 		t.Fatal(err)
 	}
-	plan, err := fx.m.Plan(disk.dev, MountRequest{})
+	plan, err := fx.m.Plan(disk.dev, Request{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,7 +410,7 @@ func TestMountNeverAdopts(t *testing.T) {
 	if plan.MountPoint != want {
 		t.Errorf("plan mount point %s, want %s", plan.MountPoint, want)
 	}
-	entry, err := fx.m.Mount(context.Background(), disk.dev, MountRequest{})
+	entry, err := fx.m.Mount(context.Background(), disk.dev, Request{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,7 +440,7 @@ func TestMountUnmountBusy(t *testing.T) {
 	disk := newDisk(t, "ext4", "BUSY", diskOptions{populate: map[string]string{"open.txt": "still here"}})
 	fx := newMountFixture(t, nil)
 	ctx := context.Background()
-	entry, err := fx.m.Mount(ctx, disk.dev, MountRequest{})
+	entry, err := fx.m.Mount(ctx, disk.dev, Request{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -484,7 +481,7 @@ func TestMountUnmountFailureKeepsEntry(t *testing.T) {
 	disk := newDisk(t, "ext4", "STACK", diskOptions{})
 	fx := newMountFixture(t, nil)
 	ctx := context.Background()
-	entry, err := fx.m.Mount(ctx, disk.dev, MountRequest{})
+	entry, err := fx.m.Mount(ctx, disk.dev, Request{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -602,15 +599,15 @@ func TestHelperProcessMount(t *testing.T) {
 	dev.Devnode = os.Getenv("HOTPLUGD_HELPER_DEVNODE")
 	dev.Devpath = os.Getenv("HOTPLUGD_HELPER_DEVPATH")
 	dev.FSUsage, dev.FSType, dev.Label = "filesystem", "ext4", "CRASH"
-	m, err := NewMounter(MounterConfig{
+	m, err := NewMounter(Config{
 		MountRoot: os.Getenv("HOTPLUGD_HELPER_ROOT"),
 		StatePath: os.Getenv("HOTPLUGD_HELPER_STATE"),
-		FstabPath: "/nonexistent",
+		Roots:     host.Roots{Etc: "/nonexistent"},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Mount(context.Background(), dev, MountRequest{Rule: "crash"}); err != nil {
+	if _, err := m.Mount(context.Background(), dev, Request{Rule: "crash"}); err != nil {
 		t.Fatal(err)
 	}
 	fmt.Println("MOUNTED")
@@ -643,12 +640,12 @@ func TestReconcileLeavesForeignMounts(t *testing.T) {
 	if err := unix.Mount("tmpfs", foreign, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m"); err != nil {
 		t.Fatal(err)
 	}
-	entry := func(minor uint32, mp string, created bool) MountEntry {
-		return MountEntry{Device: Device{Major: 7, Minor: 200 + minor, Devnode: fmt.Sprintf("/dev/nonexistent%d", minor)},
+	entry := func(minor uint32, mp string, created bool) Entry {
+		return Entry{Device: Device{Major: 7, Minor: 200 + minor, Devnode: fmt.Sprintf("/dev/nonexistent%d", minor)},
 			MountPoint: mp, FSType: "ext4", Driver: "ext4", CreatedDir: created, MountedAt: time.Now().UTC()}
 	}
-	entries := map[string]MountEntry{}
-	for _, e := range []MountEntry{entry(1, foreign, true), entry(2, gone, true), entry(3, notMine, false), entry(4, full, true)} {
+	entries := map[string]Entry{}
+	for _, e := range []Entry{entry(1, foreign, true), entry(2, gone, true), entry(3, notMine, false), entry(4, full, true)} {
 		entries[e.Device.DevNum()] = e
 	}
 	if err := writeState(fx.state, entries); err != nil {
@@ -708,7 +705,7 @@ func TestMountConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, d := range disks {
 		wg.Go(func() {
-			if _, err := fx.m.Mount(ctx, d.dev, MountRequest{}); err != nil {
+			if _, err := fx.m.Mount(ctx, d.dev, Request{}); err != nil {
 				t.Error(err)
 			}
 			stateEntries(t, fx.state) // valid JSON at every moment
@@ -759,14 +756,14 @@ func TestMountDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := fx.m.Mount(ctx, disk.dev, MountRequest{})
+	_, err := fx.m.Mount(ctx, disk.dev, Request{})
 	if !errors.Is(err, ErrMountTimeout) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Mount: %v, want ErrMountTimeout", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Mount returned after %v", d)
 	}
-	if _, err := fx.m.Mount(context.Background(), disk.dev, MountRequest{}); !errors.Is(err, ErrDeviceBusy) {
+	if _, err := fx.m.Mount(context.Background(), disk.dev, Request{}); !errors.Is(err, ErrDeviceBusy) {
 		t.Errorf("Mount while the first still hangs: %v, want ErrDeviceBusy", err)
 	}
 	close(hang) // the kernel finally answers
@@ -775,9 +772,9 @@ func TestMountDeadline(t *testing.T) {
 		_, err := os.Lstat(mp)
 		return mountOn(t, mp) == nil && errors.Is(err, os.ErrNotExist)
 	})
-	var entry MountEntry
+	var entry Entry
 	waitForMount(t, "the device to be released", func() bool {
-		entry, err = fx.m.Mount(context.Background(), disk.dev, MountRequest{})
+		entry, err = fx.m.Mount(context.Background(), disk.dev, Request{})
 		return !errors.Is(err, ErrDeviceBusy)
 	})
 	if err != nil {
@@ -797,14 +794,14 @@ func TestMountSkips(t *testing.T) {
 	ctx := context.Background()
 	for _, spec := range []string{"LABEL=ADMIN", "UUID=" + strings.ToUpper(disk.dev.UUID), disk.part} {
 		t.Run("fstab "+spec, func(t *testing.T) {
-			fx := newMountFixture(t, func(c *MounterConfig) {
-				c.FstabPath = filepath.Join(t.TempDir(), "fstab")
+			fx := newMountFixture(t, func(c *Config) {
+				c.Roots.Etc = t.TempDir()
 				content := "# comment\n/dev/vda1 / ext4 defaults 0 1\n" + strings.ReplaceAll(spec, " ", `\040`) + " /srv/admin ext4 noauto 0 2\n"
-				if err := os.WriteFile(c.FstabPath, []byte(content), 0o644); err != nil {
+				if err := os.WriteFile(filepath.Join(c.Roots.Etc, "fstab"), []byte(content), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			})
-			_, err := fx.m.Mount(ctx, disk.dev, MountRequest{})
+			_, err := fx.m.Mount(ctx, disk.dev, Request{})
 			if !errors.Is(err, ErrInFstab) || !errors.Is(err, ErrSkipped) || !strings.Contains(err.Error(), ":3:") {
 				t.Errorf("Mount: %v, want ErrInFstab naming line 3", err)
 			}
@@ -820,7 +817,7 @@ func TestMountSkips(t *testing.T) {
 		}
 		t.Cleanup(func() { unix.Unmount(elsewhere, unix.MNT_DETACH) })
 		fx := newMountFixture(t, nil)
-		_, err := fx.m.Mount(ctx, disk.dev, MountRequest{})
+		_, err := fx.m.Mount(ctx, disk.dev, Request{})
 		if !errors.Is(err, ErrAlreadyMounted) || !strings.Contains(err.Error(), elsewhere) {
 			t.Errorf("Mount: %v, want ErrAlreadyMounted naming %s", err, elsewhere)
 		}
@@ -832,7 +829,7 @@ func TestMountSkips(t *testing.T) {
 		fx := newMountFixture(t, nil)
 		dev := disk.dev
 		dev.Devnode = disk.loop // the whole disk, not the partition
-		_, err := fx.m.Mount(ctx, dev, MountRequest{})
+		_, err := fx.m.Mount(ctx, dev, Request{})
 		if !errors.Is(err, errDevnodeMismatch) {
 			t.Errorf("Mount: %v, want a device node mismatch", err)
 		}
@@ -846,7 +843,7 @@ func TestMountBtrfsAnonymousDevice(t *testing.T) {
 	disk := newDisk(t, "btrfs", "BTR", diskOptions{})
 	fx := newMountFixture(t, nil)
 	ctx := context.Background()
-	entry, err := fx.m.Mount(ctx, disk.dev, MountRequest{Options: []string{"noatime"}})
+	entry, err := fx.m.Mount(ctx, disk.dev, Request{Options: []string{"noatime"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -854,7 +851,7 @@ func TestMountBtrfsAnonymousDevice(t *testing.T) {
 	if mi := mountOn(t, entry.MountPoint); !hasOptions(mi.Options, "noatime") {
 		t.Errorf("rule option noatime missing: %q", mi.Options)
 	}
-	if _, err := fx.m.Mount(ctx, disk.dev, MountRequest{}); !errors.Is(err, ErrAlreadyMounted) {
+	if _, err := fx.m.Mount(ctx, disk.dev, Request{}); !errors.Is(err, ErrAlreadyMounted) {
 		t.Errorf("second Mount: %v, want ErrAlreadyMounted", err)
 	}
 	if res, err := fx.m.Unmount(ctx, disk.dev); err != nil || !res.Unmounted || !res.DirRemoved {
@@ -871,7 +868,7 @@ func TestMountFailureRemovesDir(t *testing.T) {
 	fx := newMountFixture(t, nil)
 	dev := disk.dev
 	dev.FSType = "xfs"
-	_, err := fx.m.Mount(context.Background(), dev, MountRequest{})
+	_, err := fx.m.Mount(context.Background(), dev, Request{})
 	if err == nil || !strings.Contains(err.Error(), "mount(2) type xfs") {
 		t.Fatalf("Mount: %v, want a mount(2) error", err)
 	}
@@ -896,8 +893,8 @@ func TestMountHelperArgvAndDeadline(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(helperDir, "ntfs-3g"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	fx := newMountFixture(t, func(c *MounterConfig) {
-		c.FilesystemsPath = writeFilesystemsWithout(t, "ntfs3")
+	fx := newMountFixture(t, func(c *Config) {
+		c.Roots.Proc = writeFilesystemsWithout(t, "ntfs3")
 		c.ModulesDir = t.TempDir()
 		c.HelperDirs = []string{helperDir}
 		c.Timeout = 500 * time.Millisecond
@@ -905,7 +902,7 @@ func TestMountHelperArgvAndDeadline(t *testing.T) {
 	dev := disk.dev
 	dev.FSType = "ntfs" // whatever the probe says, only the helper runs
 	start := time.Now()
-	_, err := fx.m.Mount(context.Background(), dev, MountRequest{UID: 1000, GID: 1000})
+	_, err := fx.m.Mount(context.Background(), dev, Request{UID: 1000, GID: 1000})
 	if !errors.Is(err, ErrMountTimeout) {
 		t.Fatalf("Mount: %v, want ErrMountTimeout", err)
 	}

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package actions
+package mount
 
 import (
 	"context"
@@ -11,14 +11,14 @@ import (
 var errMountUnsupported = errors.New("mounting is only supported on Linux")
 
 // NewMounter fails: hotplugd mounts only on Linux.
-func NewMounter(MounterConfig) (*Mounter, error) { return nil, errMountUnsupported }
+func NewMounter(Config) (*Mounter, error) { return nil, errMountUnsupported }
 
 // Plan fails off Linux.
-func (m *Mounter) Plan(Device, MountRequest) (Plan, error) { return Plan{}, errMountUnsupported }
+func (m *Mounter) Plan(Device, Request) (Plan, error) { return Plan{}, errMountUnsupported }
 
 // Mount fails off Linux.
-func (m *Mounter) Mount(context.Context, Device, MountRequest) (MountEntry, error) {
-	return MountEntry{}, errMountUnsupported
+func (m *Mounter) Mount(context.Context, Device, Request) (Entry, error) {
+	return Entry{}, errMountUnsupported
 }
 
 // Unmount fails off Linux.

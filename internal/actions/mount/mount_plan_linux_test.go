@@ -1,4 +1,4 @@
-package actions
+package mount
 
 import (
 	"errors"
@@ -8,17 +8,17 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/hotplugd/hotplugd/internal/host"
 )
 
 // TestMountPlan: the dry run decides everything a mount would, for devices
 // that need not exist, and creates nothing.
 func TestMountPlan(t *testing.T) {
 	dir := t.TempDir()
-	fsPath := filepath.Join(dir, "filesystems")
-	if err := os.WriteFile(fsPath, []byte("nodev\tproc\n\text4\n\tvfat\n\tbtrfs\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	fstab := filepath.Join(dir, "fstab")
+	proc := fakeProc(t, "nodev\tproc\n\text4\n\tvfat\n\tbtrfs\n")
+	fsPath := filepath.Join(proc, "filesystems")
+	fstab := filepath.Join(dir, "fstab") // Roots.Etc is dir
 	if err := os.WriteFile(fstab, []byte("LABEL=ADMIN /srv ext4 defaults 0 2\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -30,13 +30,12 @@ func TestMountPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	ownedByRoot := os.Geteuid() == 0
-	m, err := NewMounter(MounterConfig{
-		MountRoot:       filepath.Join(dir, "media"),
-		StatePath:       filepath.Join(dir, "run", "mounts.json"),
-		FstabPath:       fstab,
-		FilesystemsPath: fsPath,
-		ModulesDir:      filepath.Join(dir, "modules"),
-		HelperDirs:      []string{helpers},
+	m, err := NewMounter(Config{
+		MountRoot:  filepath.Join(dir, "media"),
+		StatePath:  filepath.Join(dir, "run", "mounts.json"),
+		Roots:      host.Roots{Etc: dir, Proc: proc},
+		ModulesDir: filepath.Join(dir, "modules"),
+		HelperDirs: []string{helpers},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +46,7 @@ func TestMountPlan(t *testing.T) {
 	root := filepath.Join(dir, "media")
 
 	t.Run("vfat with owner and options", func(t *testing.T) {
-		p, err := m.Plan(dev("vfat", "STICK"), MountRequest{UID: 1000, GID: 1000, Options: []string{"noatime", "flush", "discard"}})
+		p, err := m.Plan(dev("vfat", "STICK"), Request{UID: 1000, GID: 1000, Options: []string{"noatime", "flush", "discard"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +66,7 @@ func TestMountPlan(t *testing.T) {
 		}
 	})
 	t.Run("ntfs through the helper", func(t *testing.T) {
-		p, err := m.Plan(dev("ntfs", "My Disk"), MountRequest{})
+		p, err := m.Plan(dev("ntfs", "My Disk"), Request{})
 		if !ownedByRoot {
 			if !errors.Is(err, ErrUnsupportedFS) || !strings.Contains(err.Error(), "is not owned by root") {
 				t.Errorf("helper owned by uid %d: %v", os.Geteuid(), err)
@@ -83,7 +82,7 @@ func TestMountPlan(t *testing.T) {
 		}
 	})
 	t.Run("exfat unsupported names what it looked for", func(t *testing.T) {
-		_, err := m.Plan(dev("exfat", "X"), MountRequest{})
+		_, err := m.Plan(dev("exfat", "X"), Request{})
 		want := `mount /dev/sdb1: filesystem exfat is not supported by this kernel (no "exfat" in ` + fsPath +
 			`) and no mount helper was found (looked for mount.exfat-fuse, mount.exfat in ` + helpers + `)`
 		if err == nil || err.Error() != want {
@@ -94,16 +93,16 @@ func TestMountPlan(t *testing.T) {
 		for _, tt := range []struct {
 			name string
 			dev  Device
-			req  MountRequest
+			req  Request
 			want error
 			skip bool
 		}{
-			{"crypto container", Device{Major: 8, Minor: 17, Devnode: "/dev/sdb1", FSUsage: "crypto", FSType: "crypto_LUKS"}, MountRequest{}, ErrNotFilesystem, true},
-			{"no usage", Device{Major: 8, Minor: 17, Devnode: "/dev/sdb1", FSType: "ext4"}, MountRequest{}, ErrNotFilesystem, true},
-			{"type not allowed", dev("hfsplus", "MAC"), MountRequest{}, ErrFilesystemRefused, true},
-			{"type with a path", dev("../../ext4", "X"), MountRequest{}, ErrFilesystemRefused, true},
-			{"in fstab", dev("ext4", "ADMIN"), MountRequest{}, ErrInFstab, true},
-			{"bad option", dev("ext4", "X"), MountRequest{Options: []string{"uid=0"}}, ErrOptionRefused, false},
+			{"crypto container", Device{Major: 8, Minor: 17, Devnode: "/dev/sdb1", FSUsage: "crypto", FSType: "crypto_LUKS"}, Request{}, ErrNotFilesystem, true},
+			{"no usage", Device{Major: 8, Minor: 17, Devnode: "/dev/sdb1", FSType: "ext4"}, Request{}, ErrNotFilesystem, true},
+			{"type not allowed", dev("hfsplus", "MAC"), Request{}, ErrFilesystemRefused, true},
+			{"type with a path", dev("../../ext4", "X"), Request{}, ErrFilesystemRefused, true},
+			{"in fstab", dev("ext4", "ADMIN"), Request{}, ErrInFstab, true},
+			{"bad option", dev("ext4", "X"), Request{Options: []string{"uid=0"}}, ErrOptionRefused, false},
 		} {
 			_, err := m.Plan(tt.dev, tt.req)
 			if !errors.Is(err, tt.want) || errors.Is(err, ErrSkipped) != tt.skip {

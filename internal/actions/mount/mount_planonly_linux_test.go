@@ -1,4 +1,4 @@
-package actions
+package mount
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/hotplugd/hotplugd/internal/host"
 )
 
 // TestPlanOnly: the mounter of a dry run plans like any other but changes
@@ -20,30 +22,26 @@ func TestPlanOnly(t *testing.T) {
 	if err := os.WriteFile(statePath, []byte(garbage), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	fsPath := filepath.Join(dir, "filesystems")
-	if err := os.WriteFile(fsPath, []byte("\text4\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	proc := fakeProc(t, "\text4\n")
 	root := filepath.Join(dir, "media")
-	m, err := NewMounter(MounterConfig{
-		MountRoot:       root,
-		StatePath:       statePath,
-		FstabPath:       filepath.Join(dir, "fstab"),
-		FilesystemsPath: fsPath,
-		PlanOnly:        true,
+	m, err := NewMounter(Config{
+		MountRoot: root,
+		StatePath: statePath,
+		Roots:     host.Roots{Etc: dir, Proc: proc},
+		PlanOnly:  true,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	dev := Device{Major: 8, Minor: 17, Devnode: "/dev/sdb1", Devname: "sdb1", FSUsage: "filesystem", FSType: "ext4", Label: "BACKUP"}
-	p, err := m.Plan(dev, MountRequest{})
+	p, err := m.Plan(dev, Request{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.MountPoint != filepath.Join(root, "BACKUP") || p.Options != "nosuid,nodev,noexec,errors=remount-ro" {
 		t.Errorf("plan: %s with %s", p.MountPoint, p.Options)
 	}
-	if _, err := m.Mount(context.Background(), dev, MountRequest{}); !errors.Is(err, ErrPlanOnly) {
+	if _, err := m.Mount(context.Background(), dev, Request{}); !errors.Is(err, ErrPlanOnly) {
 		t.Errorf("Mount: %v, want ErrPlanOnly", err)
 	}
 	if _, err := m.Unmount(context.Background(), dev); !errors.Is(err, ErrPlanOnly) {

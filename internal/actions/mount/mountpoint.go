@@ -1,4 +1,4 @@
-package actions
+package mount
 
 import (
 	"strconv"
@@ -15,7 +15,7 @@ const nameMax = 255
 // the kernel device name all sanitize to nothing usable.
 const fallbackName = "disk"
 
-// MountName returns the single path component a filesystem is mounted at
+// Name returns the single path component a filesystem is mounted at
 // under the mount root: its label, else its UUID, else the kernel device
 // name (sdb1), the first of them that survives sanitizing.
 //
@@ -37,7 +37,7 @@ const fallbackName = "disk"
 // kept: the name is only ever one argv element or one path, never shell
 // input or part of a mount-option string, and the full mount point always
 // starts with '/'.
-func MountName(label, uuid, devname string) string {
+func Name(label, uuid, devname string) string {
 	for _, c := range [...]string{label, uuid, devname} {
 		if name, ok := sanitizeName(c); ok {
 			return name

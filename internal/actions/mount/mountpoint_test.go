@@ -1,4 +1,4 @@
-package actions
+package mount
 
 import (
 	"strconv"
@@ -50,9 +50,9 @@ func TestMountNameSanitize(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := MountName(tt.label, tt.uuid, tt.devname)
+			got := Name(tt.label, tt.uuid, tt.devname)
 			if got != tt.want {
-				t.Errorf("MountName(%q, %q, %q) = %q, want %q", tt.label, tt.uuid, tt.devname, got, tt.want)
+				t.Errorf("Name(%q, %q, %q) = %q, want %q", tt.label, tt.uuid, tt.devname, got, tt.want)
 			}
 			checkComponent(t, got)
 		})
@@ -88,7 +88,7 @@ func TestMountNameSuffix(t *testing.T) {
 	if got := suffixedName("BACKUP", 1); got != "BACKUP_1" {
 		t.Errorf("suffix 1 = %q", got)
 	}
-	long := MountName(strings.Repeat("ж", 200), "", "") // 254 bytes after the cut
+	long := Name(strings.Repeat("ж", 200), "", "") // 254 bytes after the cut
 	for _, n := range []int{1, 10, 999} {
 		got := suffixedName(long, n)
 		checkComponent(t, got)
@@ -103,6 +103,6 @@ func FuzzMountName(f *testing.F) {
 		f.Add(s, "", "sdb1")
 	}
 	f.Fuzz(func(t *testing.T, label, uuid, devname string) {
-		checkComponent(t, MountName(label, uuid, devname))
+		checkComponent(t, Name(label, uuid, devname))
 	})
 }

@@ -1,52 +1,18 @@
-package actions
+package mount
 
 import (
 	"errors"
 	"fmt"
-	"github.com/hotplugd/hotplugd/internal/rules"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/hotplugd/hotplugd/internal/rules"
 )
 
-// ErrOptionRefused is wrapped by every error of ValidateMountOption and
-// ValidateMountOptions.
+// ErrOptionRefused is wrapped by the errors of options a rule may not
+// add (rules.CheckMountOption says why).
 var ErrOptionRefused = errors.New("mount option refused")
-
-// Mount options a rule may add. Flag options become mount(2) flags (or
-// the same words for a FUSE helper); data options are passed only to the
-// drivers listed in their driver table entry and dropped, with a note in
-// the Plan, for the others. None takes a value: the data string is built
-// by hotplugd alone, from these words and numeric uid/gid.
-var (
-	ruleFlagOptions = []string{
-		"ro", "rw", "noatime", "nodiratime", "relatime", "strictatime",
-		"lazytime", "sync", "dirsync",
-	}
-	ruleDataOptions = []string{"flush", "discard"}
-)
-
-// ValidateMountOption reports whether a rule may list opt in a mount
-// action's options; the rules loader applies the same check, with
-// positions. The error wraps ErrOptionRefused.
-func ValidateMountOption(opt string) error {
-	if err := rules.CheckMountOption(opt); err != nil {
-		return fmt.Errorf("%w: %w", ErrOptionRefused, err)
-	}
-	return nil
-}
-
-// ValidateMountOptions checks every option and the list as a whole ("ro"
-// with "rw", or two atime options, are refused); all problems joined.
-func ValidateMountOptions(opts []string) error {
-	if err := rules.CheckMountOptions(opts); err != nil {
-		return fmt.Errorf("%w: %w", ErrOptionRefused, err)
-	}
-	return nil
-}
-
-// AllowedMountOptions lists the options ValidateMountOption accepts.
-func AllowedMountOptions() []string { return rules.MountOptions() }
 
 // AllowedFilesystems lists the filesystem types (as blkid/udev name them in
 // ID_FS_TYPE) that hotplugd mounts. Anything else is refused, so a device
@@ -130,12 +96,13 @@ func (o builtOptions) all() string {
 	return strings.Join(slices.Concat(o.flags, o.data), ",")
 }
 
-// buildOptions makes the options of a mount with driver d. Rule options
-// must have passed ValidateMountOptions; they are checked again here so an
-// unchecked caller cannot smuggle anything into the data string.
-func buildOptions(d driver, req MountRequest) (builtOptions, error) {
-	if err := ValidateMountOptions(req.Options); err != nil {
-		return builtOptions{}, err
+// buildOptions makes the options of a mount with driver d. The loader
+// has checked the rule's options; they are checked again here, with the
+// same list, so an unchecked caller cannot smuggle anything into the data
+// string.
+func buildOptions(d driver, req Request) (builtOptions, error) {
+	if err := rules.CheckMountOptions(req.Options); err != nil {
+		return builtOptions{}, fmt.Errorf("%w: %w", ErrOptionRefused, err)
 	}
 	var o builtOptions
 	o.flags = []string{"nosuid", "nodev"}
@@ -155,7 +122,7 @@ func buildOptions(d driver, req MountRequest) (builtOptions, error) {
 	o.data = append(o.data, d.data...)
 	for _, opt := range req.Options {
 		switch {
-		case slices.Contains(ruleFlagOptions, opt):
+		case rules.MountFlag(opt):
 			if opt == "rw" {
 				if slices.Contains(d.flags, "ro") {
 					o.ignored = append(o.ignored, fmt.Sprintf("rw (%s is mounted read-only)", d.name()))

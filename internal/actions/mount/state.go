@@ -1,4 +1,4 @@
-package actions
+package mount
 
 import (
 	"bytes"
@@ -17,15 +17,15 @@ const stateVersion = 1
 
 // stateFile is the JSON document in the state file.
 type stateFile struct {
-	Version int          `json:"version"`
-	Mounts  []MountEntry `json:"mounts"`
+	Version int     `json:"version"`
+	Mounts  []Entry `json:"mounts"`
 }
 
 // readState reads the state file; a missing file is an empty state.
-func readState(path string) (map[string]MountEntry, error) {
+func readState(path string) (map[string]Entry, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return map[string]MountEntry{}, nil
+		return map[string]Entry{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read mount state: %w", err)
@@ -39,7 +39,7 @@ func readState(path string) (map[string]MountEntry, error) {
 	if st.Version != stateVersion {
 		return nil, fmt.Errorf("read mount state %s: version %d, want %d", path, st.Version, stateVersion)
 	}
-	entries := make(map[string]MountEntry, len(st.Mounts))
+	entries := make(map[string]Entry, len(st.Mounts))
 	for _, e := range st.Mounts {
 		if err := checkEntry(e); err != nil {
 			return nil, fmt.Errorf("read mount state %s: %w", path, err)
@@ -52,7 +52,7 @@ func readState(path string) (map[string]MountEntry, error) {
 // checkEntry refuses entries cleanup must not act on: the state file is
 // root's, but a mount point it names is unmounted and rmdir'ed, so it must
 // be a clean absolute path whose last component is a plain name.
-func checkEntry(e MountEntry) error {
+func checkEntry(e Entry) error {
 	mp := e.MountPoint
 	name := filepath.Base(mp)
 	if !filepath.IsAbs(mp) || filepath.Clean(mp) != mp || mp == "/" ||
@@ -65,7 +65,7 @@ func checkEntry(e MountEntry) error {
 // writeState replaces the state file atomically: a temporary file in the
 // same directory, written, fsynced, renamed over the old one, then the
 // directory fsynced so the rename itself is durable. The file is 0600.
-func writeState(path string, entries map[string]MountEntry) error {
+func writeState(path string, entries map[string]Entry) error {
 	st := stateFile{Version: stateVersion, Mounts: sortedEntries(entries)}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
@@ -107,12 +107,12 @@ func writeState(path string, entries map[string]MountEntry) error {
 }
 
 // sortedEntries returns the entries ordered by mount point, then device.
-func sortedEntries(entries map[string]MountEntry) []MountEntry {
-	out := make([]MountEntry, 0, len(entries))
+func sortedEntries(entries map[string]Entry) []Entry {
+	out := make([]Entry, 0, len(entries))
 	for _, e := range entries {
 		out = append(out, e)
 	}
-	slices.SortFunc(out, func(a, b MountEntry) int {
+	slices.SortFunc(out, func(a, b Entry) int {
 		if c := strings.Compare(a.MountPoint, b.MountPoint); c != 0 {
 			return c
 		}

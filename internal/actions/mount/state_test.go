@@ -1,4 +1,4 @@
-package actions
+package mount
 
 import (
 	"encoding/json"
@@ -12,8 +12,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func testEntry(minor uint32, mp string) MountEntry {
-	return MountEntry{
+func testEntry(minor uint32, mp string) Entry {
+	return Entry{
 		Device:     Device{Major: 259, Minor: minor, Devpath: "/devices/virtual/block/loop0/loop0p" + strconv.Itoa(int(minor)), Devnode: "/dev/loop0p1", Label: "L\n\"x"},
 		MountPoint: mp,
 		FSType:     "ext4",
@@ -31,7 +31,7 @@ func TestStateRoundTrip(t *testing.T) {
 	if err != nil || len(got) != 0 {
 		t.Fatalf("missing state file: %v, %v; want empty, nil", got, err)
 	}
-	want := map[string]MountEntry{
+	want := map[string]Entry{
 		"259:1": testEntry(1, "/media/A"),
 		"259:2": testEntry(2, "/media/B"),
 	}
@@ -87,7 +87,7 @@ func TestStateCorruptMovedAside(t *testing.T) {
 	if err := os.WriteFile(path, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m, err := NewMounter(MounterConfig{MountRoot: dir, StatePath: path})
+	m, err := NewMounter(Config{MountRoot: dir, StatePath: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestStateCorruptMovedAside(t *testing.T) {
 func TestStateConcurrentWrites(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mounts.json")
 	var mu sync.Mutex
-	entries := map[string]MountEntry{}
+	entries := map[string]Entry{}
 	var wg sync.WaitGroup
 	for i := range 20 {
 		wg.Go(func() {

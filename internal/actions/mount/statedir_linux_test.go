@@ -1,4 +1,4 @@
-package actions
+package mount
 
 import (
 	"errors"
@@ -19,13 +19,13 @@ func TestStateDirRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, stateDir := range map[string]string{"world-writable": open, "symlink": link} {
-		_, err := NewMounter(MounterConfig{MountRoot: filepath.Join(dir, "media"), StatePath: filepath.Join(stateDir, "mounts.json")})
+		_, err := NewMounter(Config{MountRoot: filepath.Join(dir, "media"), StatePath: filepath.Join(stateDir, "mounts.json")})
 		if !errors.Is(err, ErrUnsafeStateDir) {
 			t.Errorf("%s: NewMounter error %v, want ErrUnsafeStateDir", name, err)
 		}
 	}
 	// A missing directory is fine: it is created 0700 on first write.
-	if _, err := NewMounter(MounterConfig{MountRoot: filepath.Join(dir, "media"), StatePath: filepath.Join(dir, "new", "mounts.json")}); err != nil {
+	if _, err := NewMounter(Config{MountRoot: filepath.Join(dir, "media"), StatePath: filepath.Join(dir, "new", "mounts.json")}); err != nil {
 		t.Errorf("missing state dir: %v", err)
 	}
 }
@@ -34,14 +34,14 @@ func TestStateEntryOutsideMountRootIgnored(t *testing.T) {
 	dir := t.TempDir()
 	root := filepath.Join(dir, "media")
 	state := filepath.Join(dir, "mounts.json")
-	entries := map[string]MountEntry{
+	entries := map[string]Entry{
 		"8:17": {Device: Device{Major: 8, Minor: 17, Devpath: "/devices/x/sdb1", Devnode: "/dev/sdb1"}, MountPoint: "/home", FSType: "ext4", CreatedDir: true},
 		"8:33": {Device: Device{Major: 8, Minor: 33, Devpath: "/devices/x/sdc1", Devnode: "/dev/sdc1"}, MountPoint: filepath.Join(root, "DISK"), FSType: "ext4", CreatedDir: true},
 	}
 	if err := writeState(state, entries); err != nil {
 		t.Fatal(err)
 	}
-	m, err := NewMounter(MounterConfig{MountRoot: root, StatePath: state})
+	m, err := NewMounter(Config{MountRoot: root, StatePath: state})
 	if err != nil {
 		t.Fatal(err)
 	}

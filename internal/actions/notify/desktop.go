@@ -1,4 +1,4 @@
-package actions
+package notify
 
 // Desktop notifications, and why they go through a helper process.
 //
@@ -54,7 +54,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/hotplugd/hotplugd/internal/rules"
+	"github.com/hotplugd/hotplugd/internal/actions/run"
 )
 
 // notifyHelperEnv, set to notifyHelperMode, makes RunNotifyHelper act as
@@ -261,7 +261,7 @@ func graphicalActive(props map[string]dbus.Variant) bool {
 // helper runs with: primary group and supplementary groups from the user
 // database. A uid without an account gets no notification: its groups
 // cannot be known.
-func lookupCredential(uid uint32) (*Credential, error) {
+func lookupCredential(uid uint32) (*run.Credential, error) {
 	pw, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
 	if err != nil {
 		return nil, err
@@ -270,7 +270,7 @@ func lookupCredential(uid uint32) (*Credential, error) {
 	if err != nil {
 		return nil, fmt.Errorf("user %s: gid %q: %w", pw.Username, pw.Gid, err)
 	}
-	return credential(&rules.User{Name: pw.Username, UID: uid, GID: uint32(gid)})
+	return run.LookupCredential(pw.Username, uid, uint32(gid))
 }
 
 // plainText makes s fit for a plain-text field of a notification: valid

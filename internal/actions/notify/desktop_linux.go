@@ -1,4 +1,4 @@
-package actions
+package notify
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hotplugd/hotplugd/internal/actions/run"
 )
 
 // helperExe is the daemon's own binary as the kernel knows it: the
@@ -32,13 +34,13 @@ var errNotUsers = errors.New("not owned by the user")
 // runDesktopHelper runs the desktop helper with cred's ids and groups,
 // the bus address and req on stdin, and returns its stdout. ctx bounds
 // it: when ctx is done the helper is killed.
-func (n *Notifier) runDesktopHelper(ctx context.Context, cred *Credential, address string, req []byte) (string, error) {
+func (n *Notifier) runDesktopHelper(ctx context.Context, cred *run.Credential, address string, req []byte) (string, error) {
 	cmd := exec.CommandContext(ctx, helperExe, n.cfg.helperArgs...)
 	cmd.Args[0] = "hotplugd-notify"
 	cmd.Env = []string{
 		notifyHelperEnv + "=" + notifyHelperMode,
 		"DBUS_SESSION_BUS_ADDRESS=" + address,
-		"PATH=" + DefaultPath,
+		"PATH=" + run.DefaultPath,
 		"HOME=" + cred.Home,
 		"USER=" + cred.Name,
 		"LOGNAME=" + cred.Name,

@@ -1,4 +1,4 @@
-package actions
+package notify
 
 import (
 	"bufio"
@@ -21,6 +21,10 @@ import (
 	"github.com/godbus/dbus/v5"
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
+
+	"github.com/hotplugd/hotplugd/internal/actions/run"
+	"github.com/hotplugd/hotplugd/internal/logtest"
+	"github.com/hotplugd/hotplugd/internal/looptest"
 )
 
 // nobody is the unprivileged user the desktop tests deliver to.
@@ -115,8 +119,8 @@ func TestDesktopServerProcess(*testing.T) {
 // desktopNeeds checks the prerequisites of a test with real buses.
 func desktopNeeds(t *testing.T) {
 	t.Helper()
-	runNeed(t, os.Geteuid() == 0, "root (to run buses and helpers as another user)")
-	runNeedTools(t, "dbus-daemon")
+	looptest.Need(t, os.Geteuid() == 0, "root (to run buses and helpers as another user)")
+	looptest.Require(t, "dbus-daemon")
 }
 
 // desktopDir makes a directory every user can search, with
@@ -221,7 +225,7 @@ func startBus(t *testing.T, sock string, uid uint32) string {
 	t.Helper()
 	cmd := exec.Command("/usr/bin/dbus-daemon", "--session", "--nofork", "--print-address",
 		"--address=unix:path="+sock)
-	cmd.Env = []string{"PATH=" + DefaultPath}
+	cmd.Env = []string{"PATH=" + run.DefaultPath}
 	addr := nextLine(t, startChild(t, cmd, uid), "dbus-daemon address")
 	if !strings.HasPrefix(addr, "unix:path="+sock) {
 		t.Fatalf("dbus-daemon printed %q", addr)
@@ -273,7 +277,7 @@ func TestDesktopNotifyAsSessionUser(t *testing.T) {
 	a, rule := f.action(t, desktopRule)
 
 	for _, label := range hostileLabels {
-		doQuickly(t, a, NewContext(stickEvent(t, label), nil, rule))
+		doQuickly(t, a, newTestContext(stickEvent(t, label), rule))
 		var got notifyCall
 		if err := json.Unmarshal([]byte(nextLine(t, calls, "Notify call")), &got); err != nil {
 			t.Fatal(err)
@@ -299,7 +303,7 @@ func TestDesktopNotifyAsSessionUser(t *testing.T) {
 	}
 	var sent int
 	for _, rec := range f.recs() {
-		if rec.Msg == "desktop notification sent" && rec.str("uid") == fmt.Sprint(nobody) && rec.str("id") == "42" {
+		if rec.Msg == "desktop notification sent" && rec.Str("uid") == fmt.Sprint(nobody) && rec.Str("id") == "42" {
 			sent++
 		}
 	}
@@ -357,7 +361,7 @@ func TestDesktopHungIsSkipped(t *testing.T) {
 			f := desktopNotifier(t, base, runUser, 2*time.Second)
 			a, rule := f.action(t, desktopRule)
 			start := time.Now()
-			doQuickly(t, a, NewContext(stickEvent(t, "STICK"), nil, rule))
+			doQuickly(t, a, newTestContext(stickEvent(t, "STICK"), rule))
 			f.drain(t)
 			if d := time.Since(start); d > 10*time.Second {
 				t.Errorf("a hung %s held the delivery for %v", hung, d)
@@ -365,13 +369,13 @@ func TestDesktopHungIsSkipped(t *testing.T) {
 			if got, want := f.n.Stats(), (NotifyStats{Failed: 1}); got != want {
 				t.Errorf("Stats = %+v, want %+v", got, want)
 			}
-			var skipped []runRecord
+			var skipped []logtest.Record
 			for _, rec := range f.recs() {
 				if rec.Msg == "desktop notification skipped" {
 					skipped = append(skipped, rec)
 				}
 			}
-			if len(skipped) != 1 || skipped[0].Level != slog.LevelDebug || !strings.Contains(skipped[0].str("err"), "killed") {
+			if len(skipped) != 1 || skipped[0].Level != slog.LevelDebug || !strings.Contains(skipped[0].Str("err"), "killed") {
 				t.Errorf("skip records %+v, want one at debug saying the helper was killed", skipped)
 			}
 		})
@@ -380,11 +384,11 @@ func TestDesktopHungIsSkipped(t *testing.T) {
 
 func TestDesktopNoSession(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
-	runNeed(t, os.Geteuid() == 0, "root (to chown)")
+	looptest.Need(t, os.Geteuid() == 0, "root (to chown)")
 	base, runUser := desktopDir(t) // 65534 has a directory but no bus
 	f := desktopNotifier(t, base, runUser, 5*time.Second)
 	a, rule := f.action(t, desktopRule)
-	doQuickly(t, a, NewContext(stickEvent(t, "STICK"), nil, rule))
+	doQuickly(t, a, newTestContext(stickEvent(t, "STICK"), rule))
 	f.drain(t)
 	if got := f.n.Stats(); got != (NotifyStats{}) {
 		t.Errorf("Stats = %+v, want none", got)
@@ -392,7 +396,7 @@ func TestDesktopNoSession(t *testing.T) {
 	var found bool
 	for _, rec := range f.recs() {
 		if rec.Msg == "desktop notification skipped" {
-			found = rec.Level == slog.LevelDebug && strings.Contains(rec.str("reason"), "no active graphical session")
+			found = rec.Level == slog.LevelDebug && strings.Contains(rec.Str("reason"), "no active graphical session")
 		}
 	}
 	if !found {
@@ -489,7 +493,7 @@ func TestDesktopSessionsFromLogind(t *testing.T) {
 
 func TestDesktopRunUserScan(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
-	runNeed(t, os.Geteuid() == 0, "root (to chown)")
+	looptest.Need(t, os.Geteuid() == 0, "root (to chown)")
 	_, runUser := desktopDir(t)
 	hungBus(t, filepath.Join(runUser, fmt.Sprint(nobody), "bus"))
 	mk := func(name string, uid int, mode os.FileMode) string {

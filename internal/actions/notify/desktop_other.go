@@ -1,16 +1,18 @@
 //go:build !linux
 
-package actions
+package notify
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"runtime"
+
+	"github.com/hotplugd/hotplugd/internal/actions/run"
 )
 
 // runDesktopHelper needs credentials and /proc/self/exe as Linux has them.
-func (n *Notifier) runDesktopHelper(context.Context, *Credential, string, []byte) (string, error) {
+func (n *Notifier) runDesktopHelper(context.Context, *run.Credential, string, []byte) (string, error) {
 	return "", fmt.Errorf("desktop notifications: %w on %s", errors.ErrUnsupported, runtime.GOOS)
 }
 

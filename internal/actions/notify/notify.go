@@ -1,4 +1,4 @@
-package actions
+package notify
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hotplugd/hotplugd/internal/rules"
+	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
 // Defaults of NotifierConfig.
@@ -302,75 +303,86 @@ func (q *notifyQueue) work() {
 	}
 }
 
-// errNoNotifier is a programming error: a notify action with targets
-// besides the log was built without Deps.Notifier.
-var errNoNotifier = errors.New("webhook and desktop targets need a Notifier")
+// ErrNoNotifier is a programming error: a sender with targets besides
+// the log was built without a Notifier.
+var ErrNoNotifier = errors.New("webhook and desktop targets need a Notifier")
 
-// webhookRoute is one webhook target of an action and its queue.
+// webhookRoute is one webhook target of a sender and its queue.
 type webhookRoute struct {
 	target *rules.WebhookTarget
 	queue  *notifyQueue
 }
 
-type notifyAction struct {
-	spec     *rules.NotifySpec
+// Notification is one rendered message of a rule, with what a webhook's
+// document says about the event it is for.
+type Notification struct {
+	Rule    string
+	Message string
+	Event   *uevent.Event
+	DevNode string
+	// FS tells the filesystem, for a webhook's document; it may probe the
+	// device, so it is called only when there is a webhook target.
+	FS        func() uevent.FS
+	MountPath string // "" unless a mount came before
+}
+
+// Sender hands the notifications of one notify action to its targets. It
+// is built when rules load.
+type Sender struct {
 	log      *slog.Logger
 	webhooks []webhookRoute // one per webhook target, in order
 	desktop  *notifyQueue   // nil without a desktop target
 	targets  []string       // for the log
 }
 
-func newNotify(a rules.Action, deps *Deps) (Action, error) {
-	spec := a.(*rules.NotifySpec)
-	act := &notifyAction{spec: spec, log: deps.Log, targets: []string{"log"}}
-	if act.log == nil {
-		act.log = slog.New(slog.DiscardHandler)
+// NewSender returns the sender of targets, through n's queues. n may be
+// nil when the only target is the log.
+func NewSender(n *Notifier, log *slog.Logger, targets []rules.Target) (*Sender, error) {
+	s := &Sender{log: log, targets: []string{"log"}}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
 	}
-	for _, t := range spec.Targets {
+	for _, t := range targets {
 		switch t := t.(type) {
 		case *rules.LogTarget:
 			continue
 		case *rules.WebhookTarget:
-			if deps.Notifier == nil {
-				return nil, errNoNotifier
+			if n == nil {
+				return nil, ErrNoNotifier
 			}
-			act.webhooks = append(act.webhooks, webhookRoute{t, deps.Notifier.webhookQueue(t)})
+			s.webhooks = append(s.webhooks, webhookRoute{t, n.webhookQueue(t)})
 		case *rules.DesktopTarget:
-			if deps.Notifier == nil {
-				return nil, errNoNotifier
+			if n == nil {
+				return nil, ErrNoNotifier
 			}
-			act.desktop = deps.Notifier.desktop
+			s.desktop = n.desktop
 		default:
 			return nil, fmt.Errorf("unknown notify target %q", t.Kind())
 		}
-		act.targets = append(act.targets, t.Kind())
+		s.targets = append(s.targets, t.Kind())
 	}
-	return act, nil
+	return s, nil
 }
 
-// Do renders the message, logs it (the log is always a target) and hands
-// it to the other targets' queues. It returns without waiting for any
-// delivery; a full queue drops the notification and counts it, so a dead
-// webhook or a hung desktop never holds up the event.
-func (a *notifyAction) Do(ctx context.Context, c *Context) error {
-	msg, err := a.spec.Message.Render(c.Env)
-	if err != nil {
-		return fmt.Errorf("message: %w", err)
-	}
-	a.log.LogAttrs(ctx, slog.LevelInfo, "notification", slog.String("rule", c.Rule),
-		slog.String("devpath", c.Event.DevPath), slog.String("message", msg),
-		slog.Any("targets", a.targets))
-	if len(a.webhooks) > 0 {
-		body, err := webhookBody(c, msg, time.Now())
+// Send logs nt (the log is always a target) and hands it to the other
+// targets' queues. It returns without waiting for any delivery; a full
+// queue drops the notification and counts it, so a dead webhook or a
+// hung desktop never holds up the event.
+func (s *Sender) Send(ctx context.Context, nt Notification) error {
+	s.log.LogAttrs(ctx, slog.LevelInfo, "notification", slog.String("rule", nt.Rule),
+		slog.String("devpath", nt.Event.DevPath), slog.String("message", nt.Message),
+		slog.Any("targets", s.targets))
+	if len(s.webhooks) > 0 {
+		body, err := webhookBody(nt, time.Now())
 		if err != nil {
 			return fmt.Errorf("webhook document: %w", err)
 		}
-		for _, w := range a.webhooks {
-			w.queue.push(&notification{rule: c.Rule, message: msg, webhook: w.target, body: body})
+		for _, w := range s.webhooks {
+			w.queue.push(&notification{rule: nt.Rule, message: nt.Message, webhook: w.target, body: body})
 		}
 	}
-	if a.desktop != nil {
-		a.desktop.push(&notification{rule: c.Rule, message: msg})
+	if s.desktop != nil {
+		s.desktop.push(&notification{rule: nt.Rule, message: nt.Message})
 	}
 	return nil
 }
@@ -408,20 +420,16 @@ type webhookFS struct {
 	Version string `json:"version"`
 }
 
-// webhookBody builds the document of one notification. It asks the
-// device for fs.* (cached if a match or template read it already), on
-// the goroutine that handles the event, as rules.Device requires.
-func webhookBody(c *Context, msg string, now time.Time) ([]byte, error) {
-	ev := c.Event
-	var fs rules.FS
-	if c.Dev != nil {
-		fs = c.Dev.FS()
-	} else {
-		fs = rules.FSFromEvent(ev)
+// webhookBody builds the document of one notification.
+func webhookBody(nt Notification, now time.Time) ([]byte, error) {
+	ev := nt.Event
+	var fs uevent.FS
+	if nt.FS != nil {
+		fs = nt.FS()
 	}
 	return json.Marshal(webhookDoc{
-		Rule:    c.Rule,
-		Message: msg,
+		Rule:    nt.Rule,
+		Message: nt.Message,
 		Time:    now.Format(time.RFC3339Nano),
 		Event: webhookEvent{
 			Action:    ev.Action,
@@ -429,12 +437,12 @@ func webhookBody(c *Context, msg string, now time.Time) ([]byte, error) {
 			Subsystem: ev.Subsystem,
 			DevType:   ev.DevType,
 			DevName:   ev.DevName,
-			DevNode:   ev.DevNode(),
+			DevNode:   nt.DevNode,
 			Seqnum:    ev.Seqnum,
 			Source:    string(ev.Source),
 			FS:        webhookFS{Type: fs.Type, Label: fs.Label, UUID: fs.UUID, Usage: fs.Usage, Version: fs.Version},
 			Env:       ev.Env(),
-			MountPath: c.MountPath,
+			MountPath: nt.MountPath,
 		},
 	})
 }

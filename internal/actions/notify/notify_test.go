@@ -1,4 +1,4 @@
-package actions
+package notify
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
+	"github.com/hotplugd/hotplugd/internal/logtest"
 	"github.com/hotplugd/hotplugd/internal/rules"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
@@ -90,13 +91,13 @@ func hang(_ int, _ http.ResponseWriter, r *http.Request) { <-r.Context().Done() 
 // and is kept for inspection; Cleanup closes it.
 type notifyFixture struct {
 	n    *Notifier
-	deps *Deps
-	recs func() []runRecord
+	log  *slog.Logger
+	recs func() []logtest.Record
 }
 
 func newNotifyFixture(t *testing.T, mod func(*NotifierConfig)) *notifyFixture {
 	t.Helper()
-	log, recs := newRunRecorder(t)
+	log, recs := logtest.New(t)
 	cfg := NotifierConfig{
 		Log:               log,
 		WebhookBackoff:    5 * time.Millisecond,
@@ -113,27 +114,57 @@ func newNotifyFixture(t *testing.T, mod func(*NotifierConfig)) *notifyFixture {
 			t.Errorf("Close: %v", err)
 		}
 	})
-	return &notifyFixture{n: n, deps: &Deps{Log: log, Notifier: n}, recs: recs}
+	return &notifyFixture{n: n, log: log, recs: recs}
 }
 
-// action builds the actions of the single rule in yaml and returns the
-// last one, the notify action under test.
-func (f *notifyFixture) action(t *testing.T, yaml string) (Action, string) {
+// testAction is the last action of a rule, a notify action, as the
+// rules' notify action drives a Sender: render the message, then Send.
+type testAction struct {
+	spec   *rules.NotifySpec
+	sender *Sender
+}
+
+// testContext is what a notify action knows of its event.
+type testContext struct {
+	Event     *uevent.Event
+	Env       *rules.Env
+	Rule      string
+	MountPath string
+}
+
+func newTestContext(ev *uevent.Event, rule string) *testContext {
+	return &testContext{Event: ev, Env: rules.NewEnv(ev, nil), Rule: rule}
+}
+
+func (a testAction) Do(ctx context.Context, c *testContext) error {
+	msg, err := a.spec.Message.Render(c.Env)
+	if err != nil {
+		return err
+	}
+	dev := rules.EventOnly{Event: c.Event}
+	return a.sender.Send(ctx, Notification{
+		Rule: c.Rule, Message: msg, Event: c.Event, DevNode: dev.DevNode(), FS: dev.FS, MountPath: c.MountPath,
+	})
+}
+
+// action builds the sender of the single rule in yaml, whose last action
+// is the notify action under test.
+func (f *notifyFixture) action(t *testing.T, yaml string) (testAction, string) {
 	t.Helper()
 	rs, err := rules.Parse("rules.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatalf("rules: %v", err)
 	}
-	acts, err := Build(rs, f.deps)
+	r := rs.Rules[0]
+	spec, ok := r.Actions[len(r.Actions)-1].(*rules.NotifySpec)
+	if !ok {
+		t.Fatalf("rule %s: the last action is %T, not notify", r.Name, r.Actions[len(r.Actions)-1])
+	}
+	s, err := NewSender(f.n, f.log, spec.Targets)
 	if err != nil {
-		t.Fatalf("Build: %v", err)
+		t.Fatalf("NewSender: %v", err)
 	}
-	name := rs.Rules[0].Name
-	a := acts[name]
-	if _, ok := a[len(a)-1].(*notifyAction); !ok {
-		t.Fatalf("rule %s: the last action is %T, not notify", name, a[len(a)-1])
-	}
-	return a[len(a)-1], name
+	return testAction{spec: spec, sender: s}, r.Name
 }
 
 // drain closes the Notifier, waiting for every queued notification.
@@ -165,10 +196,27 @@ rules:
 `, name, message, url, fields)
 }
 
+// testEvent builds an event the way the listener would, through the
+// checks of uevent.FromProps.
+func testEvent(t testing.TB, props ...string) *uevent.Event {
+	t.Helper()
+	var ps []uevent.Property
+	for _, kv := range props {
+		k, v, _ := strings.Cut(kv, "=")
+		ps = append(ps, uevent.Property{Key: k, Value: v})
+	}
+	ev, err := uevent.FromProps(ps)
+	if err != nil {
+		t.Fatalf("FromProps: %v", err)
+	}
+	ev.Source = uevent.SourceKernel
+	return &ev
+}
+
 // stickEvent is the add event of a USB stick's first partition, with
 // the filesystem as udev would have probed it.
 func stickEvent(t testing.TB, label string) *uevent.Event {
-	return runEvent(t,
+	return testEvent(t,
 		"ACTION=add",
 		"DEVPATH=/devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block/sdb/sdb1",
 		"SUBSYSTEM=block", "DEVNAME=sdb1", "DEVTYPE=partition", "SEQNUM=5187", "MAJOR=8", "MINOR=17",
@@ -179,7 +227,7 @@ func stickEvent(t testing.TB, label string) *uevent.Event {
 
 // doQuickly runs the action and fails if it took long: handing a
 // notification over must never wait for its delivery.
-func doQuickly(t *testing.T, a Action, c *Context) {
+func doQuickly(t *testing.T, a testAction, c *testContext) {
 	t.Helper()
 	start := time.Now()
 	if err := a.Do(context.Background(), c); err != nil {
@@ -210,7 +258,7 @@ rules:
 `)
 
 	ev := stickEvent(t, "STICK")
-	c := NewContext(ev, nil, rule)
+	c := newTestContext(ev, rule)
 	c.MountPath = "/media/STICK"
 	c.Env.SetMountPath(c.MountPath)
 	before := time.Now().Add(-time.Second)
@@ -308,7 +356,7 @@ func TestWebhookRetries(t *testing.T) {
 			f := newNotifyFixture(t, nil)
 			a, rule := f.action(t, hookRule("r", "{{ devname }} added", srv.URL,
 				fmt.Sprintf("timeout: 5s, max_attempts: %d", tt.attempts)))
-			doQuickly(t, a, NewContext(stickEvent(t, "STICK"), nil, rule))
+			doQuickly(t, a, newTestContext(stickEvent(t, "STICK"), rule))
 			f.drain(t)
 			if got := f.n.Stats(); got != tt.want {
 				t.Errorf("Stats = %+v, want %+v", got, tt.want)
@@ -335,14 +383,14 @@ func TestWebhookDeadServerDoesNotBlock(t *testing.T) {
 	other, otherRule := f.action(t, hookRule("live-hook", "{{ devname }} {{ fs.label }}", alive.URL, "timeout: 5s"))
 
 	ev := stickEvent(t, "STICK")
-	doQuickly(t, stuck, NewContext(ev, nil, stuckRule))
+	doQuickly(t, stuck, newTestContext(ev, stuckRule))
 	dead.wait(t) // the worker is now blocked on the dead server
 	for range 4 {
 		// Two more wait in the queue; two find it full.
-		doQuickly(t, stuck, NewContext(ev, nil, stuckRule))
+		doQuickly(t, stuck, newTestContext(ev, stuckRule))
 	}
 	// Another rule's target has a queue and a worker of its own.
-	doQuickly(t, other, NewContext(ev, nil, otherRule))
+	doQuickly(t, other, newTestContext(ev, otherRule))
 	r := alive.wait(t)
 	var doc struct{ Rule, Message string }
 	if err := json.Unmarshal(r.Body, &doc); err != nil || doc.Rule != "live-hook" || doc.Message != "sdb1 STICK" {
@@ -362,8 +410,8 @@ func TestWebhookDeadServerDoesNotBlock(t *testing.T) {
 	for _, rec := range f.recs() {
 		if rec.Msg == "webhook failed, giving up" {
 			gaveUp++
-			if !strings.Contains(rec.str("err"), "deadline exceeded") {
-				t.Errorf("give-up error %q does not say it timed out", rec.str("err"))
+			if !strings.Contains(rec.Str("err"), "deadline exceeded") {
+				t.Errorf("give-up error %q does not say it timed out", rec.Str("err"))
 			}
 		}
 	}
@@ -383,7 +431,7 @@ func TestWebhookUnreachable(t *testing.T) {
 
 	f := newNotifyFixture(t, nil)
 	a, rule := f.action(t, hookRule("r", "{{ devname }}", url, "timeout: 1s, max_attempts: 3"))
-	doQuickly(t, a, NewContext(stickEvent(t, "STICK"), nil, rule))
+	doQuickly(t, a, newTestContext(stickEvent(t, "STICK"), rule))
 	f.drain(t)
 	if got, want := f.n.Stats(), (NotifyStats{Failed: 1, Retries: 2}); got != want {
 		t.Errorf("Stats = %+v, want %+v", got, want)
@@ -392,8 +440,8 @@ func TestWebhookUnreachable(t *testing.T) {
 	for _, rec := range f.recs() {
 		if rec.Msg == "webhook failed, giving up" {
 			found = true
-			if rec.str("attempts") != "3" || !strings.Contains(rec.str("err"), "connection refused") {
-				t.Errorf("give-up record: attempts %s, err %q", rec.str("attempts"), rec.str("err"))
+			if rec.Str("attempts") != "3" || !strings.Contains(rec.Str("err"), "connection refused") {
+				t.Errorf("give-up record: attempts %s, err %q", rec.Str("attempts"), rec.Str("err"))
 			}
 		}
 	}
@@ -414,15 +462,15 @@ func TestWebhookQueueFull(t *testing.T) {
 	f := newNotifyFixture(t, func(c *NotifierConfig) { c.QueueSize = 1 })
 	a, rule := f.action(t, hookRule("r", "{{ seqnum }}", srv.URL, "timeout: 30s"))
 	ev := stickEvent(t, "STICK")
-	doQuickly(t, a, NewContext(ev, nil, rule))
+	doQuickly(t, a, newTestContext(ev, rule))
 	srv.wait(t)
 	for range 3 {
-		doQuickly(t, a, NewContext(ev, nil, rule)) // one is queued, two dropped
+		doQuickly(t, a, newTestContext(ev, rule)) // one is queued, two dropped
 	}
 	if got := f.n.Stats().Dropped; got != 2 {
 		t.Errorf("Dropped = %d, want 2", got)
 	}
-	var drops []runRecord
+	var drops []logtest.Record
 	for _, rec := range f.recs() {
 		if strings.HasPrefix(rec.Msg, "notification dropped") {
 			drops = append(drops, rec)
@@ -430,7 +478,7 @@ func TestWebhookQueueFull(t *testing.T) {
 	}
 	// Rate-limited: the first drop is logged, the second is only counted
 	// (and reported with the next record).
-	if len(drops) != 1 || drops[0].Level != slog.LevelWarn || drops[0].str("dropped") != "1" || drops[0].str("queue_size") != "1" {
+	if len(drops) != 1 || drops[0].Level != slog.LevelWarn || drops[0].Str("dropped") != "1" || drops[0].Str("queue_size") != "1" {
 		t.Errorf("drop records: %+v, want one warning with dropped=1", drops)
 	}
 	close(release)
@@ -457,7 +505,7 @@ func TestNotifyHostileLabels(t *testing.T) {
 	f := newNotifyFixture(t, nil)
 	a, rule := f.action(t, hookRule("r", "{{ fs.label }}", srv.URL+"/hook?k=v", "headers: {X-Static: static}"))
 	for _, label := range hostileLabels {
-		doQuickly(t, a, NewContext(stickEvent(t, label), nil, rule))
+		doQuickly(t, a, newTestContext(stickEvent(t, label), rule))
 		r := srv.wait(t)
 		var doc struct {
 			Message string
@@ -512,8 +560,8 @@ rules:
       - notify: {message: "Mounted {{ fs.label }}"}
 `)
 	label := "%s\n<b>\"x\""
-	doQuickly(t, a, NewContext(stickEvent(t, label), nil, rule))
-	var got []runRecord
+	doQuickly(t, a, newTestContext(stickEvent(t, label), rule))
+	var got []logtest.Record
 	for _, rec := range f.recs() {
 		if rec.Msg == "notification" {
 			got = append(got, rec)
@@ -522,8 +570,8 @@ rules:
 	if len(got) != 1 {
 		t.Fatalf("%d notification records, want 1", len(got))
 	}
-	if got[0].str("message") != "Mounted "+label || got[0].str("rule") != "usb-stick" ||
-		got[0].str("targets") != "[log]" || got[0].Level != slog.LevelInfo {
+	if got[0].Str("message") != "Mounted "+label || got[0].Str("rule") != "usb-stick" ||
+		got[0].Str("targets") != "[log]" || got[0].Level != slog.LevelInfo {
 		t.Errorf("record %+v", got[0])
 	}
 }
@@ -541,8 +589,9 @@ rules:
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Build(rs, &Deps{}); !errors.Is(err, errNoNotifier) {
-			t.Errorf("%s without a Notifier: Build error %v, want %v", target, err, errNoNotifier)
+		spec := rs.Rules[0].Actions[0].(*rules.NotifySpec)
+		if _, err := NewSender(nil, nil, spec.Targets); !errors.Is(err, ErrNoNotifier) {
+			t.Errorf("%s without a Notifier: NewSender error %v, want %v", target, err, ErrNoNotifier)
 		}
 	}
 }
@@ -552,8 +601,8 @@ func TestNotifyCloseAbandons(t *testing.T) {
 	srv := newHookServer(t, hang)
 	f := newNotifyFixture(t, nil)
 	a, rule := f.action(t, hookRule("r", "m", srv.URL, "timeout: 1m"))
-	doQuickly(t, a, NewContext(stickEvent(t, "STICK"), nil, rule))
-	doQuickly(t, a, NewContext(stickEvent(t, "STICK"), nil, rule))
+	doQuickly(t, a, newTestContext(stickEvent(t, "STICK"), rule))
+	doQuickly(t, a, newTestContext(stickEvent(t, "STICK"), rule))
 	srv.wait(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -566,7 +615,7 @@ func TestNotifyCloseAbandons(t *testing.T) {
 	}
 	// The one in flight failed, the queued one was abandoned; anything
 	// after Close is dropped.
-	doQuickly(t, a, NewContext(stickEvent(t, "STICK"), nil, rule))
+	doQuickly(t, a, newTestContext(stickEvent(t, "STICK"), rule))
 	if got, want := f.n.Stats(), (NotifyStats{Failed: 1, Dropped: 2}); got != want {
 		t.Errorf("Stats = %+v, want %+v", got, want)
 	}

@@ -1,4 +1,4 @@
-package actions
+package run
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -55,6 +56,32 @@ type Credential struct {
 	Name     string   // exported as USER and LOGNAME
 }
 
+// LookupCredential resolves the supplementary groups and home of a user
+// whose name, uid and primary gid are known; the rules loader has
+// resolved those. It is called when rules load, so nothing is looked up
+// per event.
+func LookupCredential(name string, uid, gid uint32) (*Credential, error) {
+	c := &Credential{Uid: uid, Gid: gid, Name: name, Home: "/"}
+	pw, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
+	if err != nil {
+		return nil, fmt.Errorf("user %s: %w", name, err)
+	}
+	if pw.HomeDir != "" {
+		c.Home = pw.HomeDir
+	}
+	gids, err := pw.GroupIds()
+	if err != nil {
+		return nil, fmt.Errorf("groups of user %s: %w", name, err)
+	}
+	for _, g := range gids {
+		n, err := strconv.ParseUint(g, 10, 32)
+		if err == nil {
+			c.Groups = append(c.Groups, uint32(n))
+		}
+	}
+	return c, nil
+}
+
 // RunRequest is one `run` action for one event.
 type RunRequest struct {
 	// Argv is executed directly, never through a shell. Argv[0] is an
@@ -66,6 +93,8 @@ type RunRequest struct {
 	Env []string
 	// Event is exported as HOTPLUG_* variables; nil exports none of them.
 	Event *uevent.Event
+	// DevNode is the event's device node, exported as HOTPLUG_DEVNODE.
+	DevNode string
 	// Rule names the rule in the log and in HOTPLUG_RULE.
 	Rule string
 	// User runs the action with that uid, gid and groups; nil runs it as
@@ -275,7 +304,7 @@ func runEnviron(req *RunRequest, path string) ([]string, error) {
 		env.set("HOTPLUG_SUBSYSTEM", e.Subsystem)
 		env.set("HOTPLUG_DEVTYPE", e.DevType)
 		env.set("HOTPLUG_DEVNAME", e.DevName)
-		env.set("HOTPLUG_DEVNODE", e.DevNode())
+		env.set("HOTPLUG_DEVNODE", req.DevNode)
 		env.set("HOTPLUG_SEQNUM", strconv.FormatUint(e.Seqnum, 10))
 		env.set("HOTPLUG_SOURCE", string(e.Source))
 	}

@@ -1,4 +1,4 @@
-package actions
+package run
 
 import (
 	"bytes"
@@ -21,6 +21,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
+
+	"github.com/hotplugd/hotplugd/internal/logtest"
 )
 
 // runHelperEnv switches the test binary into TestRunHelperProcess when it
@@ -201,7 +203,7 @@ func TestRunArgvLiteral(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	dir := t.TempDir()
 	marker := filepath.Join(dir, "marker")
-	log, _ := newRunRecorder(t)
+	log, _ := logtest.New(t)
 	r := &Runner{Log: log}
 	argv := runHelper(t,
 		"$(touch "+marker+")", "`touch "+marker+"`", "a;touch "+marker, "x | y", "a && b",
@@ -238,7 +240,7 @@ func TestRunArgvLiteral(t *testing.T) {
 func TestRunEnvironment(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	dir := t.TempDir()
-	log, _ := newRunRecorder(t)
+	log, _ := logtest.New(t)
 	r := &Runner{Log: log}
 	label := "a b $(touch x) `id`; \n=z\xff"
 	ev := runEvent(t,
@@ -249,7 +251,7 @@ func TestRunEnvironment(t *testing.T) {
 	)
 	helper := runHelperEnv + "=dump=" + dir
 	res, err := r.Run(t.Context(), RunRequest{
-		Argv: runHelper(t), Env: []string{helper}, Event: ev, Rule: "env-rule", Timeout: time.Minute,
+		Argv: runHelper(t), Env: []string{helper}, Event: ev, DevNode: "/dev/loop7", Rule: "env-rule", Timeout: time.Minute,
 	})
 	if err != nil {
 		t.Fatalf("Run: %v (%+v)", err, res)
@@ -298,7 +300,7 @@ func TestRunAsUser(t *testing.T) {
 	gid, _ := strconv.ParseUint(nobody.Gid, 10, 32)
 	cred := &Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{uint32(gid)}, Home: nobody.HomeDir, Name: "nobody"}
 
-	log, records := newRunRecorder(t)
+	log, records := logtest.New(t)
 	r := &Runner{Log: log}
 	for _, argv := range [][]string{{"cat", "/proc/self/status"}, {"env"}} {
 		res, err := r.Run(t.Context(), RunRequest{Argv: argv, Rule: "as-nobody", User: cred, Timeout: time.Minute})
@@ -310,7 +312,7 @@ func TestRunAsUser(t *testing.T) {
 	lines := map[string]bool{}
 	for _, rec := range records() {
 		if rec.Msg == "run output" {
-			lines[rec.str("line")] = true
+			lines[rec.Str("line")] = true
 		}
 	}
 	u, g := nobody.Uid, nobody.Gid
@@ -329,7 +331,7 @@ func TestRunAsUser(t *testing.T) {
 func TestRunCommandLookup(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	runNeedTools(t, "true")
-	log, records := newRunRecorder(t)
+	log, records := logtest.New(t)
 	r := &Runner{Log: log}
 	res, err := r.Run(t.Context(), RunRequest{Argv: []string{"true"}, Rule: "lookup"})
 	if err != nil {
@@ -372,7 +374,7 @@ func TestRunExitStatus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			log, records := newRunRecorder(t)
+			log, records := logtest.New(t)
 			r := &Runner{Log: log}
 			res, err := r.Run(t.Context(), RunRequest{Argv: []string{"/bin/sh", "-c", tt.script}, Rule: "status", Timeout: time.Minute})
 			var ee *exec.ExitError
@@ -387,8 +389,8 @@ func TestRunExitStatus(t *testing.T) {
 			}
 			recs := records()
 			last := recs[len(recs)-1]
-			if last.Level != tt.level || last.str("exit_code") != strconv.Itoa(tt.code) ||
-				last.str("signal") != tt.signal || last.str("rule") != "status" {
+			if last.Level != tt.level || last.Str("exit_code") != strconv.Itoa(tt.code) ||
+				last.Str("signal") != tt.signal || last.Str("rule") != "status" {
 				t.Errorf("outcome record %+v, want level %v exit_code %d signal %q", last, tt.level, tt.code, tt.signal)
 			}
 			runAssertGone(t, res.PID)
@@ -400,7 +402,7 @@ func TestRunTimeoutKillsGroup(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	runNeedTools(t, "sh", "sleep")
 	runSubreaper(t)
-	log, records := newRunRecorder(t)
+	log, records := logtest.New(t)
 	r := &Runner{Log: log, Grace: 5 * time.Second}
 	res, err := r.Run(t.Context(), RunRequest{
 		Argv:    []string{"/bin/sh", "-c", "sleep 1000 & sleep 1000"},
@@ -419,7 +421,7 @@ func TestRunTimeoutKillsGroup(t *testing.T) {
 	}
 	runAssertGone(t, res.PID)
 	recs := records()
-	if last := recs[len(recs)-1]; last.Level != slog.LevelError || last.str("timed_out") != "true" {
+	if last := recs[len(recs)-1]; last.Level != slog.LevelError || last.Str("timed_out") != "true" {
 		t.Errorf("outcome record %+v, want error with timed_out=true", last)
 	}
 }
@@ -428,7 +430,7 @@ func TestRunIgnoredTERMGetsKILL(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	runNeedTools(t, "sh", "sleep")
 	runSubreaper(t)
-	log, _ := newRunRecorder(t)
+	log, _ := logtest.New(t)
 	grace := 400 * time.Millisecond
 	r := &Runner{Log: log, Grace: grace}
 	res, err := r.Run(t.Context(), RunRequest{
@@ -450,7 +452,7 @@ func TestRunContextCancel(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	runNeedTools(t, "sh", "sleep")
 	runSubreaper(t)
-	log, _ := newRunRecorder(t)
+	log, _ := logtest.New(t)
 	r := &Runner{Log: log, Grace: 5 * time.Second}
 	ctx, cancel := context.WithCancel(t.Context())
 	stop := time.AfterFunc(200*time.Millisecond, cancel)
@@ -481,7 +483,7 @@ func TestRunGrandchildHoldingOutput(t *testing.T) {
 	runSubreaper(t)
 
 	t.Run("in the group", func(t *testing.T) {
-		log, records := newRunRecorder(t)
+		log, records := logtest.New(t)
 		r := &Runner{Log: log} // Grace and WaitDelay 5s
 		res, err := r.Run(t.Context(), RunRequest{
 			Argv: []string{"/bin/sh", "-c", "sleep 1000 & echo started"},
@@ -494,7 +496,7 @@ func TestRunGrandchildHoldingOutput(t *testing.T) {
 		if res.Duration >= r.grace() {
 			t.Errorf("took %v: the grandchild holding stdout was not killed with its group", res.Duration)
 		}
-		if !slices.ContainsFunc(records(), func(r runRecord) bool { return r.str("line") == "started" }) {
+		if !slices.ContainsFunc(records(), func(r logtest.Record) bool { return r.Str("line") == "started" }) {
 			t.Error("output line missing")
 		}
 		runAssertGone(t, res.PID)
@@ -503,7 +505,7 @@ func TestRunGrandchildHoldingOutput(t *testing.T) {
 	t.Run("escaped the group", func(t *testing.T) {
 		dir := t.TempDir()
 		pidfile := filepath.Join(dir, "pid")
-		log, records := newRunRecorder(t)
+		log, records := logtest.New(t)
 		grace := 500 * time.Millisecond
 		r := &Runner{Log: log, Grace: grace}
 		res, err := r.Run(t.Context(), RunRequest{
@@ -536,7 +538,7 @@ func TestRunGrandchildHoldingOutput(t *testing.T) {
 		if res.Duration < grace || res.Duration > grace+10*time.Second {
 			t.Errorf("took %v, want WaitDelay (%v) and a little more", res.Duration, grace)
 		}
-		if !slices.ContainsFunc(records(), func(r runRecord) bool {
+		if !slices.ContainsFunc(records(), func(r logtest.Record) bool {
 			return r.Level == slog.LevelWarn && strings.Contains(r.Msg, "held open")
 		}) {
 			t.Error("no warning about the pipes held open")
@@ -548,7 +550,7 @@ func TestRunGrandchildHoldingOutput(t *testing.T) {
 func TestRunOutputFlood(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	const stdout, stderr = 100_000_000, 1_000_000
-	log, records := newRunRecorder(t)
+	log, records := logtest.New(t)
 	r := &Runner{Log: log}
 
 	runtime.GC()
@@ -592,7 +594,7 @@ func TestRunOutputFlood(t *testing.T) {
 	var lineBytes int64
 	for _, rec := range records() {
 		if rec.Msg == "run output" {
-			lineBytes += int64(len(rec.str("line"))) + 1
+			lineBytes += int64(len(rec.Str("line"))) + 1
 		}
 	}
 	if lineBytes > DefaultMaxOutput+1 {
@@ -609,7 +611,7 @@ func TestRunOutputLongLine(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	runNeedTools(t, "sh", "head", "tr")
 	const size = 10_000_000
-	log, records := newRunRecorder(t)
+	log, records := logtest.New(t)
 	r := &Runner{Log: log}
 	res, err := r.Run(t.Context(), RunRequest{
 		Argv: []string{"/bin/sh", "-c", fmt.Sprintf(`head -c %d /dev/zero | tr '\0' a`, size)},
@@ -618,13 +620,13 @@ func TestRunOutputLongLine(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	var lines []runRecord
+	var lines []logtest.Record
 	for _, rec := range records() {
 		if rec.Msg == "run output" {
 			lines = append(lines, rec)
 		}
 	}
-	if len(lines) != 1 || lines[0].str("line") != strings.Repeat("a", maxRunLine) || lines[0].str("truncated") != "true" {
+	if len(lines) != 1 || lines[0].Str("line") != strings.Repeat("a", maxRunLine) || lines[0].Str("truncated") != "true" {
 		t.Errorf("got %d output records, want one of %d bytes marked truncated", len(lines), maxRunLine)
 	}
 	if res.OutputBytes != size || res.DroppedBytes != size-maxRunLine {
@@ -644,7 +646,7 @@ func TestRunLogsOutputAsAttrs(t *testing.T) {
 	var buf bytes.Buffer
 	var mu sync.Mutex
 	text := slog.New(slog.NewTextHandler(&runLockedWriter{w: &buf, mu: &mu}, nil))
-	rec, records := newRunRecorder(t)
+	rec, records := logtest.New(t)
 	for _, log := range []*slog.Logger{text, rec} {
 		r := &Runner{Log: log}
 		if _, err := r.Run(t.Context(), RunRequest{
@@ -657,9 +659,9 @@ func TestRunLogsOutputAsAttrs(t *testing.T) {
 	var stdout, stderr bool
 	for _, r := range records() {
 		switch {
-		case r.Msg == "run output" && r.Level == slog.LevelInfo && r.str("stream") == "stdout" && r.str("line") == label:
+		case r.Msg == "run output" && r.Level == slog.LevelInfo && r.Str("stream") == "stdout" && r.Str("line") == label:
 			stdout = true
-		case r.Msg == "run output" && r.Level == slog.LevelWarn && r.str("stream") == "stderr" && r.str("line") == "to stderr":
+		case r.Msg == "run output" && r.Level == slog.LevelWarn && r.Str("stream") == "stderr" && r.Str("line") == "to stderr":
 			stderr = true
 		}
 		if r.Msg != "run output" && r.Msg != "run finished" {

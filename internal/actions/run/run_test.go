@@ -1,74 +1,20 @@
-package actions
+package run
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
+	"github.com/hotplugd/hotplugd/internal/logtest"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
-
-// runRecord is one log record kept by runRecorder.
-type runRecord struct {
-	Level slog.Level
-	Msg   string
-	Attrs map[string]slog.Value
-}
-
-func (r runRecord) str(key string) string {
-	v, ok := r.Attrs[key]
-	if !ok {
-		return ""
-	}
-	return v.Resolve().String()
-}
-
-// runRecorder is a slog handler that keeps every record for inspection
-// and also writes it to t.Log.
-type runRecorder struct {
-	t    testing.TB
-	mu   *sync.Mutex
-	recs *[]runRecord
-}
-
-func newRunRecorder(t testing.TB) (*slog.Logger, func() []runRecord) {
-	h := runRecorder{t: t, mu: new(sync.Mutex), recs: new([]runRecord)}
-	return slog.New(h), func() []runRecord {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return slices.Clone(*h.recs)
-	}
-}
-
-func (h runRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (h runRecorder) WithAttrs([]slog.Attr) slog.Handler       { panic("not used") }
-func (h runRecorder) WithGroup(string) slog.Handler            { panic("not used") }
-
-func (h runRecorder) Handle(_ context.Context, r slog.Record) error {
-	rec := runRecord{Level: r.Level, Msg: r.Message, Attrs: map[string]slog.Value{}}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s %q", r.Level, r.Message)
-	r.Attrs(func(a slog.Attr) bool {
-		rec.Attrs[a.Key] = a.Value
-		fmt.Fprintf(&b, " %s=%q", a.Key, a.Value.String())
-		return true
-	})
-	h.mu.Lock()
-	*h.recs = append(*h.recs, rec)
-	h.mu.Unlock()
-	h.t.Log(b.String())
-	return nil
-}
 
 // runEvent builds an event the way the listener would, through the
 // checks of uevent.FromProps.
@@ -103,7 +49,7 @@ func TestRunEnviron(t *testing.T) {
 	}{
 		{
 			name: "loop7 add as root",
-			req:  RunRequest{Event: ev, Rule: "r1"},
+			req:  RunRequest{Event: ev, DevNode: "/dev/loop7", Rule: "r1"},
 			want: []string{
 				"PATH=" + DefaultPath,
 				"HOTPLUG_ACTION=add",
@@ -126,7 +72,7 @@ func TestRunEnviron(t *testing.T) {
 		{
 			name: "loop7 add as a user with rule env",
 			req: RunRequest{
-				Event: ev, Rule: "r2",
+				Event: ev, DevNode: "/dev/loop7", Rule: "r2",
 				User: &Credential{Uid: 1000, Gid: 1000, Home: "/home/alice", Name: "alice"},
 				Env:  []string{"LANG=C.UTF-8", "HOTPLUG_RULE=from-rule", "PATH=/opt/bin"},
 			},
@@ -231,7 +177,7 @@ func TestRunLookPath(t *testing.T) {
 
 func TestRunBadRequest(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	log, records := newRunRecorder(t)
+	log, records := logtest.New(t)
 	r := &Runner{Log: log}
 	for _, argv := range [][]string{nil, {}, {""}, {"/bin/true", "a\x00b"}} {
 		if _, err := r.Run(t.Context(), RunRequest{Argv: argv, Rule: "bad"}); !errors.Is(err, ErrBadRequest) {
@@ -239,7 +185,7 @@ func TestRunBadRequest(t *testing.T) {
 		}
 	}
 	for _, rec := range records() {
-		if rec.Level != slog.LevelError || rec.Msg != "run failed" || rec.str("rule") != "bad" {
+		if rec.Level != slog.LevelError || rec.Msg != "run failed" || rec.Str("rule") != "bad" {
 			t.Errorf("record %+v, want error \"run failed\" rule=bad", rec)
 		}
 	}
@@ -250,7 +196,7 @@ func TestRunBadRequest(t *testing.T) {
 // past the budget is logged but everything is counted.
 func TestRunOutputBudget(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	log, records := newRunRecorder(t)
+	log, records := logtest.New(t)
 	o := newRunOutput(t.Context(), log, "budget", 6000)
 	long := strings.Repeat("x", 5000)
 	for _, w := range []struct {
@@ -282,10 +228,10 @@ func TestRunOutputBudget(t *testing.T) {
 	for _, rec := range records() {
 		switch rec.Msg {
 		case "run output":
-			if rec.str("rule") != "budget" {
+			if rec.Str("rule") != "budget" {
 				t.Errorf("record without rule: %+v", rec)
 			}
-			got = append(got, line{rec.Level, rec.str("stream"), rec.str("line"), rec.str("truncated") == "true"})
+			got = append(got, line{rec.Level, rec.Str("stream"), rec.Str("line"), rec.Str("truncated") == "true"})
 		case "run output limit reached, discarding the rest":
 			limitSaid++
 		default:

@@ -1,0 +1,155 @@
+package actions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+
+	"github.com/hotplugd/hotplugd/internal/actions/mount"
+	"github.com/hotplugd/hotplugd/internal/rules"
+)
+
+// errNoMounter is the clear error of a mount or unmount that cannot work
+// at all in this process.
+var errNoMounter = errors.New("mounting is not available")
+
+// errDeviceNumber: an event of a block device without MAJOR and MINOR.
+var errDeviceNumber = errors.New("device has no major:minor (the kernel's events of block devices carry MAJOR= and MINOR=)")
+
+// planMountPoint stands for the mount point of an unmount in a dry run:
+// which mount hotplugd recorded for the device is known only when the
+// event really comes.
+const planMountPoint = "<mount point>"
+
+type mountAction struct {
+	spec *rules.MountSpec
+	deps *Deps
+}
+
+func newMount(a rules.Action, deps *Deps) (Action, error) {
+	return &mountAction{spec: a.(*rules.MountSpec), deps: deps}, nil
+}
+
+// request is the mount.Request of the action.
+func (a *mountAction) request(rule string) mount.Request {
+	req := mount.Request{Rule: rule, Options: a.spec.Options, Exec: a.spec.Exec}
+	if a.spec.Owner != nil {
+		req.UID, req.GID = a.spec.Owner.UID, a.spec.Owner.GID
+	}
+	return req
+}
+
+// Do mounts the event's device under the mount root (see
+// mount.Mounter.Mount), or with PlanOnly plans it (mount.Mounter.Plan,
+// the same decisions), and gives the actions after it {{ mount.path }}.
+func (a *mountAction) Do(ctx context.Context, c *Context) (Step, error) {
+	st := Step{Kind: "mount", Devnode: c.Dev.DevNode(), Timeout: a.spec.Timeout}
+	if a.spec.Owner != nil {
+		st.User = a.spec.Owner.Name
+	}
+	if a.deps.Mounter == nil {
+		return st, fmt.Errorf("%w: %v", errNoMounter, a.deps.MountErr)
+	}
+	dev, err := deviceOf(c)
+	if err != nil {
+		return st, err
+	}
+	if a.deps.PlanOnly {
+		p, err := a.deps.Mounter.Plan(dev, a.request(c.Rule))
+		if err != nil {
+			return st, err
+		}
+		st.Mount, st.MountPath = &p, p.MountPoint
+		c.setMountPath(p.MountPoint)
+		return st, nil
+	}
+	if a.spec.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.spec.Timeout)
+		defer cancel()
+	}
+	e, err := a.deps.Mounter.Mount(ctx, dev, a.request(c.Rule))
+	if err != nil {
+		return st, err
+	}
+	st.MountPath = e.MountPoint
+	c.setMountPath(e.MountPoint)
+	a.deps.Log.Info("mounted", "rule", c.Rule, "devnode", dev.Devnode, "path", e.MountPoint,
+		"type", e.FSType, "options", e.Options)
+	return st, nil
+}
+
+type unmountAction struct{ deps *Deps }
+
+func newUnmount(_ rules.Action, deps *Deps) (Action, error) { return &unmountAction{deps: deps}, nil }
+
+// Do unmounts what hotplugd mounted for the event's device; a device it
+// did not mount is not an error. {{ mount.path }} after it is where the
+// filesystem was.
+func (a *unmountAction) Do(ctx context.Context, c *Context) (Step, error) {
+	if a.deps.Mounter == nil {
+		return Step{Kind: "unmount", Devnode: c.Dev.DevNode()}, fmt.Errorf("%w: %v", errNoMounter, a.deps.MountErr)
+	}
+	st, err := unmountDevice(ctx, a.deps, c)
+	if err == nil {
+		path := st.MountPath
+		if path == "" && a.deps.PlanOnly {
+			path = filepath.Join(a.deps.Mounter.Root(), planMountPoint)
+		}
+		c.setMountPath(path)
+	}
+	return st, err
+}
+
+// unmountDevice unmounts what hotplugd mounted for the event's device and
+// logs the outcome; with PlanOnly it only looks the mount up. A device
+// hotplugd did not mount is not an error: Step.MountPath is then "".
+func unmountDevice(ctx context.Context, deps *Deps, c *Context) (Step, error) {
+	st := Step{Kind: "unmount", Devnode: c.Dev.DevNode()}
+	dev, err := deviceOf(c)
+	if err != nil {
+		return st, err
+	}
+	if deps.PlanOnly {
+		if e, ok := deps.Mounter.Lookup(dev); ok {
+			st.MountPath = e.MountPoint
+		}
+		return st, nil
+	}
+	res, err := deps.Mounter.Unmount(ctx, dev)
+	switch {
+	case errors.Is(err, mount.ErrNotMounted):
+		return st, nil
+	case err != nil:
+		return st, err
+	}
+	st.MountPath, st.Lazy = res.Entry.MountPoint, res.Lazy
+	if res.Lazy {
+		deps.Log.Warn("removed while in use: lazily unmounted", "devnode", dev.Devnode, "path", res.Entry.MountPoint,
+			"dir_removed", res.DirRemoved)
+	} else {
+		deps.Log.Info("unmounted", "devnode", dev.Devnode, "path", res.Entry.MountPoint, "dir_removed", res.DirRemoved)
+	}
+	return st, nil
+}
+
+// deviceOf describes the event's block device for the mounter.
+func deviceOf(c *Context) (mount.Device, error) {
+	ev := c.Event
+	dev := mount.Device{Devpath: ev.DevPath, Devnode: c.Dev.DevNode(), Devname: ev.DevName}
+	major, err1 := strconv.ParseUint(ev.Get("MAJOR"), 10, 32)
+	minor, err2 := strconv.ParseUint(ev.Get("MINOR"), 10, 32)
+	if err1 != nil || err2 != nil {
+		return mount.Device{}, fmt.Errorf("%s: %w", ev.DevPath, errDeviceNumber)
+	}
+	dev.Major, dev.Minor = uint32(major), uint32(minor)
+	if ev.Action != "remove" {
+		fs := c.Dev.FS()
+		dev.FSUsage, dev.FSType, dev.Label, dev.UUID = fs.Usage, fs.Type, fs.Label, fs.UUID
+		dev.PartUUID = ev.Get("ID_PART_ENTRY_UUID")
+		dev.PartLabel = ev.Get("ID_PART_ENTRY_NAME")
+	}
+	return dev, nil
+}
