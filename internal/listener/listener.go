@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hotplugd/hotplugd/internal/host"
+	"github.com/hotplugd/hotplugd/internal/ratelimit"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
@@ -125,8 +126,8 @@ type Listener struct {
 	running atomic.Bool
 
 	// Only touched by the goroutine of Run.
-	dropLog    rateLimit
-	overrunLog rateLimit
+	dropLog    *ratelimit.Limiter
+	overrunLog *ratelimit.Limiter
 }
 
 // New opens and binds the socket for cfg.Source, so events are queued from
@@ -180,8 +181,8 @@ func newListener(c conn, group uint32, log *slog.Logger) *Listener {
 		group:      group,
 		source:     src,
 		log:        log,
-		dropLog:    rateLimit{burst: 10},
-		overrunLog: rateLimit{burst: 5},
+		dropLog:    &ratelimit.Limiter{Period: time.Second, Burst: 10},
+		overrunLog: &ratelimit.Limiter{Period: time.Second, Burst: 5},
 	}
 }
 
@@ -231,7 +232,7 @@ func (l *Listener) Run(ctx context.Context, h Handler) error {
 			return nil
 		case errors.Is(err, errOverrun):
 			n := l.stats.overrun.Add(1)
-			if ok, suppressed := l.overrunLog.allow(time.Now()); ok {
+			if ok, suppressed := l.overrunLog.Allow(time.Now()); ok {
 				l.log.Warn("uevent receive buffer overrun: events were lost", "overruns", n, "suppressed", suppressed)
 			}
 			h.Overrun()
@@ -295,7 +296,7 @@ func (l *Listener) drop(c *atomic.Uint64, reason string, b []byte, s sender, err
 	if !l.log.Enabled(context.Background(), slog.LevelDebug) {
 		return
 	}
-	ok, suppressed := l.dropLog.allow(time.Now())
+	ok, suppressed := l.dropLog.Allow(time.Now())
 	if !ok {
 		return
 	}
@@ -305,29 +306,6 @@ func (l *Listener) drop(c *atomic.Uint64, reason string, b []byte, s sender, err
 	l.log.Debug("dropped uevent", "reason", reason, "error", err,
 		"port", s.port, "groups", s.groups, "uid", s.uid, "pid", s.pid, "creds", s.hasCreds,
 		"len", len(b), "head", string(head), "suppressed", suppressed)
-}
-
-// rateLimit lets burst log lines through per second and counts the rest.
-type rateLimit struct {
-	burst      int
-	start      time.Time
-	n          int
-	suppressed uint64
-}
-
-// allow reports whether to log now and how many lines were suppressed
-// since the last one that was allowed.
-func (r *rateLimit) allow(now time.Time) (ok bool, suppressed uint64) {
-	if now.Sub(r.start) >= time.Second {
-		r.start, r.n = now, 0
-	}
-	if r.n >= r.burst {
-		r.suppressed++
-		return false, 0
-	}
-	r.n++
-	suppressed, r.suppressed = r.suppressed, 0
-	return true, suppressed
 }
 
 // DetectSource returns uevent.SourceUdev when control is a socket that

@@ -278,20 +278,6 @@ func TestDropLogRateLimited(t *testing.T) {
 	}
 }
 
-func TestRateLimit(t *testing.T) {
-	r := rateLimit{burst: 2}
-	t0 := time.Unix(1000, 0)
-	var got []string
-	for _, at := range []time.Duration{0, 100 * time.Millisecond, 200 * time.Millisecond, 300 * time.Millisecond, time.Second, 1100 * time.Millisecond} {
-		ok, suppressed := r.allow(t0.Add(at))
-		got = append(got, strconv.FormatBool(ok)+"/"+strconv.FormatUint(suppressed, 10))
-	}
-	want := []string{"true/0", "true/0", "false/0", "false/0", "true/2", "true/0"}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("allow (-want +got):\n%s", diff)
-	}
-}
-
 func TestDetectSource(t *testing.T) {
 	dir := t.TempDir()
 	if got := DetectSource(filepath.Join(dir, "missing")); got != uevent.SourceKernel {

@@ -18,6 +18,8 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/hotplugd/hotplugd/internal/ratelimit"
 )
 
 // MaxFileSize is the largest rules file accepted, in bytes.
@@ -460,7 +462,7 @@ func (l *loader) loadRule(n *yaml.Node, seen map[string]int) *Rule {
 			break
 		}
 	}
-	r := &Rule{Continue: true, Pos: l.pos(n)}
+	r := &Rule{Continue: true, Pos: l.pos(n), errLog: ratelimit.Limiter{Period: evalErrorInterval, Burst: 1}}
 	if v, ok := f["name"]; !ok {
 		l.errAt(n, "rule has no name")
 	} else if name, ok := l.str(v.val, "name"); ok {

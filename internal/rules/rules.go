@@ -6,11 +6,11 @@ import (
 	"net/url"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/expr-lang/expr/vm"
 
+	"github.com/hotplugd/hotplugd/internal/ratelimit"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
@@ -77,7 +77,7 @@ type Rule struct {
 	prog   *vm.Program
 	needs  needs
 	filter prefilter
-	errLog logLimiter
+	errLog ratelimit.Limiter // of evaluation errors: one per evalErrorInterval
 }
 
 // ReadsFS reports whether the rule's match reads fs.*. The daemon then
@@ -339,28 +339,11 @@ func (rs *RuleSet) logEvalError(r *Rule, ev *uevent.Event, err error) {
 	if rs.now != nil {
 		now = rs.now
 	}
-	if suppressed, ok := r.errLog.allow(now()); ok {
+	if ok, suppressed := r.errLog.Allow(now()); ok {
 		rs.log.Error("rule evaluation failed; rule treated as not matched",
 			"rule", r.Name, "pos", r.Pos.String(), "devpath", ev.DevPath, "action", ev.Action,
 			"err", err, "suppressed", suppressed)
 	}
-}
-
-// logLimiter lets one message through per evalErrorInterval and counts
-// the others.
-type logLimiter struct {
-	last       atomic.Int64 // unix nanoseconds of the last message let through
-	suppressed atomic.Int64
-}
-
-func (l *logLimiter) allow(now time.Time) (suppressed int64, ok bool) {
-	t := now.UnixNano()
-	last := l.last.Load()
-	if last != 0 && t-last < int64(evalErrorInterval) || !l.last.CompareAndSwap(last, t) {
-		l.suppressed.Add(1)
-		return 0, false
-	}
-	return l.suppressed.Swap(0), true
 }
 
 // Eval runs the rule's match against env, pre-filter included.
