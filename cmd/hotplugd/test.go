@@ -46,7 +46,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	ev, dev, done, err := testEvent(*eventFile, *syspath, kv, *action, stderr)
+	ev, dev, done, err := testEvent(ctx, *eventFile, *syspath, kv, *action, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "hotplugd test: %v\n", err)
 		return exitError(1)
@@ -73,14 +73,14 @@ func countSet(set ...bool) int {
 
 // testEvent builds the event of the dry run from the one source given,
 // with its Device for the rules; done releases it.
-func testEvent(eventFile, syspath string, kv []string, action string, stderr io.Writer) (*uevent.Event, rules.Device, func(), error) {
+func testEvent(ctx context.Context, eventFile, syspath string, kv []string, action string, stderr io.Writer) (*uevent.Event, rules.Device, func(), error) {
 	var ev uevent.Event
 	var err error
 	switch {
 	case eventFile != "":
 		ev, err = readEventFile(eventFile)
 	case syspath != "":
-		return syspathEvent(syspath, action, stderr)
+		return syspathEvent(ctx, syspath, action, stderr)
 	default:
 		ev, err = uevent.FromArgs(kv)
 	}
@@ -120,7 +120,7 @@ func readEventFile(path string) (uevent.Event, error) {
 // does. The device is present, so whatever the action, the rules'
 // questions are answered from sysfs as they were for its add (on a real
 // remove the device database answers the same).
-func syspathEvent(syspath, action string, stderr io.Writer) (*uevent.Event, rules.Device, func(), error) {
+func syspathEvent(ctx context.Context, syspath, action string, stderr io.Writer) (*uevent.Event, rules.Device, func(), error) {
 	m, err := device.New(device.Config{
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
@@ -136,7 +136,7 @@ func syspathEvent(syspath, action string, stderr io.Writer) (*uevent.Event, rule
 		return nil, nil, nil, err
 	}
 	ev.Source = uevent.SourceTest
-	d := m.For(ev)
+	d := m.For(ctx, ev)
 	return &ev, d, func() { d.Done(); m.Close() }, nil
 }
 

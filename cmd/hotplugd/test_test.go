@@ -206,7 +206,7 @@ func TestDryRunFSAsDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	d := m.For(ev)
+	d := m.For(context.Background(), ev)
 	daemonFS := d.FS()
 	d.Done()
 

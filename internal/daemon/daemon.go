@@ -2,17 +2,13 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/hotplugd/hotplugd/internal/actions"
@@ -22,6 +18,7 @@ import (
 	"github.com/hotplugd/hotplugd/internal/device"
 	"github.com/hotplugd/hotplugd/internal/host"
 	"github.com/hotplugd/hotplugd/internal/listener"
+	"github.com/hotplugd/hotplugd/internal/ratelimit"
 	"github.com/hotplugd/hotplugd/internal/rules"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
@@ -38,6 +35,10 @@ type Config struct {
 	Logger   *slog.Logger
 	// Level is the logger's level; log_level sets it on start and reload.
 	Level *slog.LevelVar
+
+	// openSource opens what events come from; nil opens the netlink
+	// listener of the rules' source. Tests pass their own.
+	openSource func(rules.Settings, host.Roots, *slog.Logger) (eventSource, error)
 }
 
 func (c *Config) defaults() {
@@ -54,6 +55,23 @@ func (c *Config) defaults() {
 	if c.Level == nil {
 		c.Level = new(slog.LevelVar)
 	}
+	if c.openSource == nil {
+		c.openSource = openListener
+	}
+}
+
+// eventSource is what the daemon reads events from: the netlink listener
+// (*listener.Listener).
+type eventSource interface {
+	// Run delivers events and overruns to h until ctx ends or Close.
+	Run(ctx context.Context, h listener.Handler) error
+	Source() uevent.Source
+	Stats() listener.Stats
+	Close() error
+}
+
+func openListener(s rules.Settings, roots host.Roots, log *slog.Logger) (eventSource, error) {
+	return listener.New(listener.Config{Source: s.Source, Roots: roots}, log)
 }
 
 // ruleState is one loaded rules file with its built actions. Events take
@@ -68,12 +86,12 @@ type daemon struct {
 	cfg    Config
 	log    *slog.Logger
 	sd     notifier
-	lst    *listener.Listener
+	src    eventSource
 	devs   *device.Manager
 	deps   *actions.Deps
 	disp   *dispatcher
 	state  atomic.Pointer[ruleState]
-	errLog errLimiter
+	errLog ratelimit.Keyed
 
 	// actx is the context of running actions; it outlives intake so
 	// SIGTERM can let them finish.
@@ -98,156 +116,82 @@ type daemon struct {
 // Run is `hotplugd run`: it returns nil after an orderly stop when ctx is
 // cancelled (SIGTERM/SIGINT), and an error when it cannot start.
 func Run(ctx context.Context, cfg Config) error {
-	cfg.defaults()
-	d := &daemon{cfg: cfg, log: cfg.Logger, sd: notifier{log: cfg.Logger}, present: make(map[string]string)}
-	d.matched.New = func() any { return new([]*rules.Rule) }
-	d.errLog.init(time.Minute, 3)
-
-	st, err := d.load(nil)
+	d, err := newDaemon(cfg)
 	if err != nil {
 		return err
+	}
+	defer d.close()
+	return d.serve(ctx)
+}
+
+// newDaemon loads the rules and opens everything the daemon needs: the
+// event source (bound, so events queue from now on), the device manager
+// and the actions' executors.
+func newDaemon(cfg Config) (_ *daemon, err error) {
+	cfg.defaults()
+	d := &daemon{cfg: cfg, log: cfg.Logger, sd: notifier{log: cfg.Logger}, present: make(map[string]string),
+		errLog: ratelimit.Keyed{Period: time.Minute, Burst: 3}}
+	d.matched.New = func() any { return new([]*rules.Rule) }
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	st, err := d.load(nil)
+	if err != nil {
+		return nil, err
 	}
 	settings := st.rs.Settings
 	cfg.Level.Set(settings.LogLevel)
 	checkMountNamespace(d.log, cfg.Roots)
-
-	d.lst, err = listener.New(listener.Config{Source: settings.Source, Roots: cfg.Roots}, d.log)
-	if err != nil {
-		return err
+	if d.src, err = cfg.openSource(settings, cfg.Roots, d.log); err != nil {
+		return nil, err
 	}
-	defer d.lst.Close()
-	d.devs, err = device.New(device.Config{Roots: cfg.Roots, Logger: d.log})
-	if err != nil {
-		return err
+	if d.devs, err = device.New(device.Config{Roots: cfg.Roots, Logger: d.log}); err != nil {
+		return nil, err
 	}
-	defer d.devs.Close()
+	d.deps = newDeps(settings, cfg.Roots, d.log)
+	if st.acts, err = actions.Build(st.rs, d.deps); err != nil {
+		return nil, err
+	}
+	d.state.Store(st)
+	return d, nil
+}
 
-	d.deps = &actions.Deps{Log: d.log, Runner: &run.Runner{Log: d.log}, Notifier: notify.NewNotifier(notify.NotifierConfig{Log: d.log})}
-	defer func() {
+// newDeps makes the actions' executors. Mounting needs root; as another
+// user everything else works for what that user may do.
+func newDeps(s rules.Settings, roots host.Roots, log *slog.Logger) *actions.Deps {
+	deps := &actions.Deps{Log: log, Runner: &run.Runner{Log: log}, Notifier: notify.NewNotifier(notify.NotifierConfig{Log: log})}
+	if uid := os.Geteuid(); uid != 0 {
+		deps.MountErr = fmt.Errorf("hotplugd runs as uid %d, and mounting needs root", uid)
+	} else {
+		deps.Mounter, deps.MountErr = mount.NewMounter(mount.Config{
+			MountRoot: s.MountRoot,
+			StatePath: filepath.Join(s.StateDir, "mounts.json"),
+			Roots:     roots,
+			Logger:    log,
+		})
+	}
+	if deps.MountErr != nil {
+		log.Warn("mounting is disabled", "err", deps.MountErr)
+	}
+	return deps
+}
+
+// close releases what newDaemon opened; notifications still queued get a
+// few seconds to go out.
+func (d *daemon) close() {
+	if d.deps != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		d.deps.Notifier.Close(ctx)
-	}()
-	if uid := os.Geteuid(); uid != 0 {
-		// Everything else works for what this user may do.
-		d.deps.MountErr = fmt.Errorf("hotplugd runs as uid %d, and mounting needs root", uid)
-	} else {
-		d.deps.Mounter, d.deps.MountErr = mount.NewMounter(mount.Config{
-			MountRoot: settings.MountRoot,
-			StatePath: filepath.Join(settings.StateDir, "mounts.json"),
-			Roots:     cfg.Roots,
-			Logger:    d.log,
-		})
 	}
-	if d.deps.MountErr != nil {
-		d.log.Warn("mounting is disabled", "err", d.deps.MountErr)
+	if d.devs != nil {
+		d.devs.Close()
 	}
-	if st.acts, err = actions.Build(st.rs, d.deps); err != nil {
-		return err
+	if d.src != nil {
+		d.src.Close()
 	}
-	d.state.Store(st)
-
-	actx, killActions := context.WithCancel(context.WithoutCancel(ctx))
-	defer killActions()
-	d.actx = actx
-	if m := d.deps.Mounter; m != nil {
-		d.reconcileMounts(ctx)
-	}
-
-	intake, stopIntake := context.WithCancel(ctx)
-	defer stopIntake()
-	d.disp = newDispatcher(settings.Workers, cfg.QueueMax, d.handle)
-	stopWake := d.disp.wakeOnDone(intake)
-	defer stopWake()
-
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-
-	resync := make(chan struct{}, 1)
-	var bg sync.WaitGroup
-	lstDone := make(chan error, 1)
-	bg.Go(func() { lstDone <- d.lst.Run(intake, handler{d: d, ctx: intake, resync: resync}) })
-	if settings.Coldplug {
-		d.disp.beginColdplug()
-		d.coldplugLeft.Store(1)
-		bg.Go(func() { d.coldplug(intake) })
-	}
-	d.log.Info("hotplugd running", "rules", len(st.rs.Rules), "file", st.rs.File, "source", d.lst.Source(),
-		"workers", settings.Workers, "coldplug", settings.Coldplug)
-	d.sd.ready(d.status())
-
-	wd := watchdogInterval()
-	var wdTick <-chan time.Time
-	if wd > 0 {
-		t := time.NewTicker(wd)
-		defer t.Stop()
-		wdTick = t.C
-	}
-	statusTick := time.NewTicker(5 * time.Second)
-	defer statusTick.Stop()
-	lastStatus := ""
-
-	var runErr error
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case err := <-lstDone:
-			lstDone <- err
-			if err != nil {
-				runErr = fmt.Errorf("listener: %w", err)
-			}
-			break loop
-		case <-hup:
-			d.reload()
-		case <-resync:
-			// One resync at a time; overruns meanwhile make it go again.
-			if d.resyncing.Swap(true) {
-				d.resyncAgain.Store(true)
-				break
-			}
-			bg.Go(func() {
-				defer d.resyncing.Store(false)
-				for {
-					d.resync(intake)
-					if !d.resyncAgain.Swap(false) || intake.Err() != nil {
-						return
-					}
-				}
-			})
-		case <-wdTick:
-			// Stats takes the dispatcher's lock: a wedged dispatcher stops
-			// the pings and systemd restarts the service.
-			d.disp.Stats()
-			d.sd.watchdog()
-		case <-statusTick.C:
-			if s := d.status(); s != lastStatus {
-				d.sd.status(s)
-				lastStatus = s
-			}
-		}
-	}
-
-	d.sd.stopping()
-	d.log.Info("stopping: no new events; waiting for running actions", "deadline", cfg.StopTimeout)
-	stopIntake()
-	<-lstDone
-	closed := make(chan struct{})
-	go func() { d.disp.Close(); close(closed) }()
-	select {
-	case <-closed:
-	case <-time.After(cfg.StopTimeout):
-		d.log.Warn("stop deadline passed: killing running actions")
-		killActions()
-		<-closed
-	}
-	bg.Wait()
-	ls := d.lst.Stats()
-	d.log.Info("stopped", "events", d.handled.Load(), "received", ls.Received, "dropped", ls.Dropped(),
-		"overruns", ls.Overruns, "actions_ok", d.actionsOK.Load(), "actions_failed", d.actionsFailed.Load())
-	return runErr
 }
 
 // load reads, checks and compiles the rules file. old, when not nil, is
@@ -301,96 +245,6 @@ func (d *daemon) reload() {
 	d.sd.ready(d.status())
 }
 
-// handler feeds the listener's events to the dispatcher.
-type handler struct {
-	d      *daemon
-	ctx    context.Context
-	resync chan<- struct{}
-}
-
-func (h handler) Event(ev uevent.Event) {
-	h.d.disp.Submit(h.ctx, &ev)
-}
-
-func (h handler) Overrun() {
-	select {
-	case h.resync <- struct{}{}:
-	default: // one is pending already
-	}
-}
-
-// handle runs the rules for one event; the dispatcher calls it in order
-// per device.
-func (d *daemon) handle(ctx context.Context, ev *uevent.Event) {
-	defer d.handled.Add(1)
-	if ev.Source == uevent.SourceColdplug {
-		defer d.coldplugDone()
-	}
-	d.notePresence(ev)
-	st := d.state.Load()
-	dev := d.devs.For(*ev)
-	defer dev.Done()
-	if d.log.Enabled(ctx, slog.LevelDebug) { // its arguments cost allocations on every event
-		d.log.Debug("event", "action", ev.Action, "devpath", ev.DevPath, "subsystem", ev.Subsystem,
-			"seqnum", ev.Seqnum, "source", ev.Source)
-	}
-	if st.readsFS && ev.Subsystem == "block" && (ev.Action == "add" || ev.Action == "change") {
-		dev.FS() // recorded by Done, for the remove rules
-	}
-	// The matched rules go into a buffer kept across events: nothing is
-	// allocated per event of a storm that matches no rule.
-	buf := d.matched.Get().(*[]*rules.Rule)
-	defer func() { clear(*buf); d.matched.Put(buf) }()
-	*buf = st.rs.AppendMatched((*buf)[:0], ev, dev)
-	if len(*buf) > 0 || ev.Action == "remove" && ev.Subsystem == "block" {
-		st.acts.Run(d.actx, ev, dev, *buf, eventObserver{d: d, ev: ev})
-	}
-}
-
-// eventObserver counts and logs what the actions of one event did.
-type eventObserver struct {
-	d  *daemon
-	ev *uevent.Event
-}
-
-func (o eventObserver) Matched(r *rules.Rule) {
-	ev := o.ev
-	o.d.log.Info("rule matched", "rule", r.Name, "action", ev.Action, "devpath", ev.DevPath,
-		"devname", ev.DevName, "seqnum", ev.Seqnum, "source", ev.Source)
-}
-
-func (o eventObserver) Did(r *rules.Rule, st actions.Step, err error) {
-	if r == nil { // the unmount of a removed device
-		if err != nil {
-			o.d.finish(o.ev, "(removal)", st.Kind, err)
-		}
-		return
-	}
-	o.d.finish(o.ev, r.Name, st.Kind, err)
-}
-
-func (o eventObserver) Ended(r *rules.Rule, left int) {
-	o.d.log.Info("later actions of the rule not run", "rule", r.Name, "devpath", o.ev.DevPath, "skipped", left)
-}
-
-// finish counts and logs the outcome of one action.
-func (d *daemon) finish(ev *uevent.Event, rule, kind string, err error) {
-	switch {
-	case err == nil:
-		d.actionsOK.Add(1)
-	case errors.Is(err, actions.ErrSkipped):
-		d.actionsOK.Add(1)
-		d.log.Info("action skipped", "rule", rule, "action", kind, "devpath", ev.DevPath, "reason", err)
-	default:
-		d.actionsFailed.Add(1)
-		d.setLastErr(fmt.Sprintf("%s: %s: %v", rule, kind, err))
-		if ok, suppressed := d.errLog.allow(ev.DevPath + "\x00" + rule); ok {
-			d.log.Error("action failed", "rule", rule, "action", kind, "devpath", ev.DevPath,
-				"err", err, "suppressed", suppressed)
-		}
-	}
-}
-
 func (d *daemon) setLastErr(s string) {
 	d.mu.Lock()
 	d.lastErr = s
@@ -412,177 +266,4 @@ func (d *daemon) status() string {
 		s += "; last error: " + d.lastErr
 	}
 	return s
-}
-
-// coldplug feeds every present device as an "add" (source coldplug).
-// Until those are handled, a device that also sends a live "add" is
-// handled once (the dispatcher's coldplug window).
-func (d *daemon) coldplug(ctx context.Context) {
-	defer d.coldplugDone()
-	evs, err := d.devs.Enumerate("")
-	if err != nil {
-		d.log.Warn("coldplug: some devices could not be read", "err", err)
-	}
-	for i := range evs {
-		d.coldplugLeft.Add(1)
-		if d.disp.Submit(ctx, &evs[i]) != queued {
-			d.coldplugLeft.Add(-1)
-		}
-	}
-	d.log.Info("coldplug: existing devices queued", "devices", len(evs))
-}
-
-func (d *daemon) coldplugDone() {
-	if d.coldplugLeft.Add(-1) == 0 {
-		d.disp.endColdplug()
-		d.log.Debug("coldplug done")
-	}
-}
-
-// resync runs after the kernel dropped events (ENOBUFS): devices that
-// appeared meanwhile get an "add", devices that vanished a "remove"
-// (source resync), and mounts are reconciled.
-func (d *daemon) resync(ctx context.Context) {
-	n := d.resyncs.Add(1)
-	evs, err := d.devs.Enumerate("")
-	if err != nil {
-		d.log.Warn("resync: some devices could not be read", "err", err)
-	}
-	known := d.presentDevices()
-	present := make(map[string]bool, len(evs))
-	added, removed := 0, 0
-	for i := range evs {
-		e := &evs[i]
-		present[e.DevPath] = true
-		// A device with events still queued is up to date once they
-		// are handled; only devices nothing was heard of get an "add".
-		if _, ok := known[e.DevPath]; !ok && !d.disp.pending(e.DevPath) {
-			e.Source = uevent.SourceResync
-			if d.disp.Submit(ctx, e) == queued {
-				added++
-			}
-		}
-	}
-	for p, subsystem := range known {
-		if present[p] || d.disp.pending(p) {
-			continue
-		}
-		if ev, ok := d.removeEvent(p, subsystem); ok && d.disp.Submit(ctx, ev) == queued {
-			removed++
-		}
-	}
-	d.log.Warn("events were lost (kernel buffer overrun): resynced with /sys", "resync", n, "added", added, "removed", removed)
-	if d.deps.Mounter != nil {
-		d.reconcileMounts(ctx)
-	}
-}
-
-// notePresence keeps d.present up to date with one event.
-func (d *daemon) notePresence(ev *uevent.Event) {
-	d.presentMu.Lock()
-	defer d.presentMu.Unlock()
-	switch ev.Action {
-	case "remove":
-		delete(d.present, ev.DevPath)
-	case "move":
-		delete(d.present, ev.Get("DEVPATH_OLD"))
-		d.present[ev.DevPath] = ev.Subsystem
-	default:
-		if d.present[ev.DevPath] != ev.Subsystem {
-			d.present[ev.DevPath] = ev.Subsystem
-		}
-	}
-}
-
-// presentDevices is a copy of d.present.
-func (d *daemon) presentDevices() map[string]string {
-	d.presentMu.Lock()
-	defer d.presentMu.Unlock()
-	return maps.Clone(d.present)
-}
-
-// removeEvent builds the "remove" of a device that vanished unseen, from
-// what the device database recorded, else from its devpath and subsystem.
-func (d *daemon) removeEvent(devpath, subsystem string) (*uevent.Event, bool) {
-	props, ok := d.devs.Recorded(devpath)
-	if !ok {
-		props = []uevent.Property{{Key: "DEVPATH", Value: devpath}, {Key: "SUBSYSTEM", Value: subsystem}}
-	}
-	out := make([]uevent.Property, 0, len(props))
-	for _, p := range props {
-		switch p.Key {
-		case "ACTION", "SEQNUM":
-			continue
-		}
-		out = append(out, p)
-	}
-	out = append(out, uevent.Property{Key: "ACTION", Value: "remove"}, uevent.Property{Key: "SEQNUM", Value: "0"})
-	ev, err := uevent.FromProps(out)
-	if err != nil {
-		return nil, false
-	}
-	ev.Source = uevent.SourceResync
-	return &ev, true
-}
-
-// reconcileMounts cleans up mounts of devices that are gone.
-func (d *daemon) reconcileMounts(ctx context.Context) {
-	rep, err := d.deps.Mounter.Reconcile(ctx, nil)
-	if err != nil {
-		d.log.Error("reconciling mounts", "err", err)
-	}
-	for _, e := range rep.Cleaned {
-		d.log.Info("cleaned up the mount of a device that is gone", "path", e.MountPoint, "devnode", e.Device.Devnode)
-	}
-	for _, e := range rep.Failed {
-		d.log.Error("could not clean up the mount of a device that is gone; will retry", "path", e.MountPoint, "devnode", e.Device.Devnode)
-	}
-	if len(rep.Kept)+len(rep.Cleaned)+len(rep.Failed) > 0 {
-		d.log.Info("mounts reconciled", "kept", len(rep.Kept), "cleaned", len(rep.Cleaned), "failed", len(rep.Failed))
-	}
-}
-
-// errLimiter lets through a few log lines per key and period, counting
-// the rest, so a device that fails on every event cannot flood the log.
-type errLimiter struct {
-	mu     sync.Mutex
-	period time.Duration
-	burst  int
-	keys   map[string]*limitState
-}
-
-type limitState struct {
-	start      time.Time
-	n          int
-	suppressed int
-}
-
-func (l *errLimiter) init(period time.Duration, burst int) {
-	l.period, l.burst, l.keys = period, burst, make(map[string]*limitState)
-}
-
-// allow reports whether to log for key now, and how many lines were
-// suppressed since the last one that was let through.
-func (l *errLimiter) allow(key string) (bool, int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := time.Now()
-	s := l.keys[key]
-	if s == nil || now.Sub(s.start) > l.period {
-		if len(l.keys) > 4096 {
-			clear(l.keys)
-		}
-		prev := 0
-		if s != nil {
-			prev = s.suppressed
-		}
-		l.keys[key] = &limitState{start: now, n: 1}
-		return true, prev
-	}
-	if s.n < l.burst {
-		s.n++
-		return true, 0
-	}
-	s.suppressed++
-	return false, 0
 }

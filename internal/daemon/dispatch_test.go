@@ -221,29 +221,6 @@ func BenchmarkDispatchOneDevice(b *testing.B) {
 	d.Close()
 }
 
-func TestErrLimiter(t *testing.T) {
-	var l errLimiter
-	l.init(time.Hour, 2)
-	var allowed int
-	for range 10 {
-		if ok, _ := l.allow("/devices/a\x00rule"); ok {
-			allowed++
-		}
-	}
-	if allowed != 2 {
-		t.Errorf("let through %d of 10 in one period, want 2", allowed)
-	}
-	if ok, _ := l.allow("/devices/b\x00rule"); !ok {
-		t.Error("another device is held back by the first one's errors")
-	}
-	// A new period reports what was held back.
-	l.keys["/devices/a\x00rule"].start = time.Now().Add(-2 * time.Hour)
-	ok, suppressed := l.allow("/devices/a\x00rule")
-	if !ok || suppressed != 8 {
-		t.Errorf("next period: allowed %v, suppressed %d, want true, 8", ok, suppressed)
-	}
-}
-
 // In the coldplug window a device pulled and plugged again gets its new
 // "add"; only a coldplug/live pair of adds with nothing between is one.
 func TestDispatchColdplugReplug(t *testing.T) {

@@ -159,15 +159,16 @@ func (m *Manager) Recorded(devpath string) ([]uevent.Property, bool) { return m.
 func (m *Manager) Forget(devpath string) { m.db.take(devpath) }
 
 // For returns the view of ev's device that the rules of this one event
-// query. The caller must call Done when the event is handled.
+// query. ctx is the event's: a filesystem probe ends with it (or when the
+// Manager closes). The caller must call Done when the event is handled.
 //
 // An add replaces what the database knew about the devpath; other
 // actions update it, and a move carries it over from DEVPATH_OLD. A
 // remove takes the device out of the database, and the returned Device
 // answers from what it held, never from sysfs: a new device may already
 // have taken the devpath.
-func (m *Manager) For(ev uevent.Event) *Device {
-	d := &Device{m: m, ev: ev}
+func (m *Manager) For(ctx context.Context, ev uevent.Event) *Device {
+	d := &Device{m: m, ctx: ctx, ev: ev}
 	props := slices.Clone(ev.Props)
 	switch ev.Action {
 	case "remove":
@@ -191,6 +192,7 @@ func (m *Manager) For(ev uevent.Event) *Device {
 // goroutine handling its event.
 type Device struct {
 	m       *Manager
+	ctx     context.Context // the event's
 	ev      uevent.Event
 	removed bool    // a remove event: answer only from rec
 	rec     *record // what the database held, for a remove
@@ -355,8 +357,9 @@ func (d *Device) probeFS() (uevent.FS, int) {
 		return uevent.FS{}, 1
 	}
 	devnode := m.roots.DevNode(d.ev.DevName)
-	ctx, cancel := context.WithTimeout(m.ctx, m.timeout)
+	ctx, cancel := context.WithTimeout(d.ctx, m.timeout)
 	defer cancel()
+	defer context.AfterFunc(m.ctx, cancel)()
 	m.probes.Add(1)
 	fs, err := m.probe(ctx, devnode)
 	if err != nil {

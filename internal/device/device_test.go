@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
@@ -122,7 +123,7 @@ func TestAttr(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := m.For(event(t, "add", tt.devpath))
+			d := m.For(context.Background(), event(t, "add", tt.devpath))
 			defer d.Done()
 			if got := d.Attr(tt.attr); got != tt.want {
 				t.Errorf("Attr(%q) = %q, want %q", tt.attr, got, tt.want)
@@ -155,7 +156,7 @@ func TestAttrs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := m.For(event(t, "add", tt.devpath))
+			d := m.For(context.Background(), event(t, "add", tt.devpath))
 			defer d.Done()
 			if got := d.Attrs(tt.attr); got != tt.want {
 				t.Errorf("Attrs(%q) = %q, want %q", tt.attr, got, tt.want)
@@ -190,7 +191,7 @@ func TestHasParent(t *testing.T) {
 		{sdbPath + "/sdb9", "usb", "", false}, // device gone
 	}
 	for _, tt := range tests {
-		d := m.For(event(t, "add", tt.devpath))
+		d := m.For(context.Background(), event(t, "add", tt.devpath))
 		if got := d.HasParent(tt.subsystem, tt.devtype); got != tt.want {
 			t.Errorf("%s: HasParent(%q, %q) = %v, want %v", tt.devpath, tt.subsystem, tt.devtype, got, tt.want)
 		}
@@ -249,7 +250,7 @@ func TestAttrBounds(t *testing.T) {
 		t.Logf("no FIFO case: %v", err)
 	}
 	m := newManager(t, Config{Roots: host.Roots{Sys: root}})
-	d := m.For(event(t, "add", "/devices/virtual/mem/null", "SUBSYSTEM=mem"))
+	d := m.For(context.Background(), event(t, "add", "/devices/virtual/mem/null", "SUBSYSTEM=mem"))
 	defer d.Done()
 	tests := []struct{ attr, want string }{
 		{"big", big[:MaxAttrSize]},
@@ -277,7 +278,7 @@ func TestAttrCachedPerEvent(t *testing.T) {
 	}, map[string]string{"devices/virtual/block/loop1/subsystem": "../../../../class/block"})
 	m := newManager(t, Config{Roots: host.Roots{Sys: root}})
 	path := "/devices/virtual/block/loop1"
-	d := m.For(event(t, "add", path))
+	d := m.For(context.Background(), event(t, "add", path))
 	if got := d.Attr("size"); got != "0" {
 		t.Fatalf("Attr(size) = %q, want 0", got)
 	}
@@ -288,7 +289,7 @@ func TestAttrCachedPerEvent(t *testing.T) {
 		t.Errorf("same event: Attr(size) = %q, want the cached 0", got)
 	}
 	d.Done()
-	d = m.For(event(t, "change", path))
+	d = m.For(context.Background(), event(t, "change", path))
 	if got := d.Attr("size"); got != "2048" {
 		t.Errorf("next event: Attr(size) = %q, want 2048", got)
 	}
@@ -398,7 +399,7 @@ var udevFSWant = uevent.FS{Type: "vfat", Label: `My "Disk" $x`, UUID: "5E2F-1A3B
 func TestDatabase(t *testing.T) {
 	m := newManager(t, Config{})
 	add := event(t, "add", sdb1Path, append([]string{"DEVNAME=sdb1", "DEVTYPE=partition"}, udevFS...)...)
-	d := m.For(add)
+	d := m.For(context.Background(), add)
 	if !m.Known(sdb1Path) {
 		t.Error("not Known after For(add)")
 	}
@@ -412,13 +413,13 @@ func TestDatabase(t *testing.T) {
 	d.Done()
 	d.Done() // idempotent
 
-	d = m.For(event(t, "change", sdb1Path, "DEVNAME=sdb1", "DEVTYPE=partition"))
+	d = m.For(context.Background(), event(t, "change", sdb1Path, "DEVNAME=sdb1", "DEVTYPE=partition"))
 	_ = d.Attr("partition")
 	d.Done()
 
 	// The kernel's remove event: no ID_FS_* properties, and sysfs is not
 	// read even though the fixture still has the device.
-	d = m.For(event(t, "remove", sdb1Path, "DEVNAME=sdb1", "DEVTYPE=partition"))
+	d = m.For(context.Background(), event(t, "remove", sdb1Path, "DEVNAME=sdb1", "DEVTYPE=partition"))
 	defer d.Done()
 	if m.Known(sdb1Path) {
 		t.Error("still Known after For(remove)")
@@ -455,13 +456,13 @@ func TestDatabase(t *testing.T) {
 
 func TestDatabaseUnknownRemove(t *testing.T) {
 	m := newManager(t, Config{})
-	d := m.For(event(t, "remove", sdb1Path, "DEVNAME=sdb1"))
+	d := m.For(context.Background(), event(t, "remove", sdb1Path, "DEVNAME=sdb1"))
 	defer d.Done()
 	if d.FS() != (uevent.FS{}) || d.Attr("size") != "" || d.Attrs("idVendor") != "" || d.HasParent("usb", "") || d.RecordedProps() != nil {
 		t.Error("a remove of an unknown device answers something")
 	}
 	// A udev remove event carries its ID_FS_* properties itself.
-	d = m.For(event(t, "remove", sdb1Path, append([]string{"DEVNAME=sdb1"}, udevFS...)...))
+	d = m.For(context.Background(), event(t, "remove", sdb1Path, append([]string{"DEVNAME=sdb1"}, udevFS...)...))
 	defer d.Done()
 	if got := d.FS(); got != udevFSWant {
 		t.Errorf("udev remove: FS() = %+v, want %+v", got, udevFSWant)
@@ -470,12 +471,12 @@ func TestDatabaseUnknownRemove(t *testing.T) {
 
 func TestDatabaseAddReplaces(t *testing.T) {
 	m := newManager(t, Config{})
-	d := m.For(event(t, "add", sdb1Path, append([]string{"DEVNAME=sdb1"}, udevFS...)...))
+	d := m.For(context.Background(), event(t, "add", sdb1Path, append([]string{"DEVNAME=sdb1"}, udevFS...)...))
 	d.FS()
 	d.Attr("size")
 	d.Done()
-	m.For(event(t, "add", sdb1Path, "DEVNAME=sdb1")).Done() // a new stick, nothing read
-	d = m.For(event(t, "remove", sdb1Path, "DEVNAME=sdb1"))
+	m.For(context.Background(), event(t, "add", sdb1Path, "DEVNAME=sdb1")).Done() // a new stick, nothing read
+	d = m.For(context.Background(), event(t, "remove", sdb1Path, "DEVNAME=sdb1"))
 	defer d.Done()
 	if d.FS() != (uevent.FS{}) || d.Attr("size") != "" {
 		t.Error("remove answers what the previous add knew")
@@ -484,15 +485,15 @@ func TestDatabaseAddReplaces(t *testing.T) {
 
 func TestDatabaseMove(t *testing.T) {
 	m := newManager(t, Config{})
-	d := m.For(event(t, "add", sdb1Path))
+	d := m.For(context.Background(), event(t, "add", sdb1Path))
 	d.Attr("size")
 	d.Done()
 	moved := "/devices/virtual/block/sdb1"
-	m.For(event(t, "move", moved, "DEVPATH_OLD="+sdb1Path)).Done()
+	m.For(context.Background(), event(t, "move", moved, "DEVPATH_OLD="+sdb1Path)).Done()
 	if m.Known(sdb1Path) || !m.Known(moved) {
 		t.Errorf("after move: Devpaths() = %v", m.Devpaths())
 	}
-	d = m.For(event(t, "remove", moved))
+	d = m.For(context.Background(), event(t, "remove", moved))
 	defer d.Done()
 	if got := d.Attr("size"); got != "30527488" {
 		t.Errorf("remove after move: Attr(size) = %q", got)
@@ -504,9 +505,9 @@ func TestDatabaseMove(t *testing.T) {
 func TestDatabaseKeepsBlockDevices(t *testing.T) {
 	m := newManager(t, Config{DBMax: 2})
 	lo := "/devices/virtual/net/lo"
-	m.For(event(t, "add", sdbPath)).Done()
-	m.For(event(t, "add", lo, "SUBSYSTEM=net")).Done()
-	m.For(event(t, "add", loop0Path)).Done() // sdb is the oldest, lo goes
+	m.For(context.Background(), event(t, "add", sdbPath)).Done()
+	m.For(context.Background(), event(t, "add", lo, "SUBSYSTEM=net")).Done()
+	m.For(context.Background(), event(t, "add", loop0Path)).Done() // sdb is the oldest, lo goes
 	if diff := cmp.Diff([]string{sdbPath, loop0Path}, m.Devpaths()); diff != "" {
 		t.Errorf("Devpaths() (-want +got):\n%s", diff)
 	}
@@ -515,10 +516,10 @@ func TestDatabaseKeepsBlockDevices(t *testing.T) {
 func TestDatabaseBounded(t *testing.T) {
 	m := newManager(t, Config{DBMax: 2})
 	paths := []string{sdbPath, sdb1Path, loop0Path}
-	m.For(event(t, "add", paths[0])).Done()
-	m.For(event(t, "add", paths[1])).Done()
-	m.For(event(t, "change", paths[0])).Done() // paths[1] is now the oldest
-	m.For(event(t, "add", paths[2])).Done()
+	m.For(context.Background(), event(t, "add", paths[0])).Done()
+	m.For(context.Background(), event(t, "add", paths[1])).Done()
+	m.For(context.Background(), event(t, "change", paths[0])).Done() // paths[1] is now the oldest
+	m.For(context.Background(), event(t, "add", paths[2])).Done()
 	want := []string{sdbPath, loop0Path}
 	if diff := cmp.Diff(want, m.Devpaths()); diff != "" {
 		t.Errorf("Devpaths() (-want +got):\n%s", diff)
@@ -541,7 +542,7 @@ func TestConcurrent(t *testing.T) {
 			for j := range 50 {
 				p := []string{sdbPath, sdb1Path, loop0Path, usbPath}[(i+j)%4]
 				for _, action := range []string{"add", "change", "remove"} {
-					d := m.For(event(t, action, p))
+					d := m.For(context.Background(), event(t, action, p))
 					d.Attr("size")
 					d.Attrs("idVendor")
 					d.HasParent("usb", "")
@@ -564,11 +565,11 @@ func TestFSLazy(t *testing.T) {
 	}
 	sdb1 := event(t, "add", sdb1Path, "DEVNAME=sdb1")
 
-	m.For(sdb1).Done() // no rule asked
+	m.For(context.Background(), sdb1).Done() // no rule asked
 	if len(probed) != 0 {
 		t.Fatalf("probed %v without FS()", probed)
 	}
-	d := m.For(sdb1)
+	d := m.For(context.Background(), sdb1)
 	d.FS()
 	d.FS()
 	d.Done()
@@ -583,7 +584,7 @@ func TestFSLazy(t *testing.T) {
 		event(t, "add", sdbPath+"/sdb9"),                                          // no node
 		event(t, "remove", sdb1Path, "DEVNAME=sdb1"),                              // gone
 	} {
-		d := m.For(ev)
+		d := m.For(context.Background(), ev)
 		d.FS()
 		d.Done()
 	}
@@ -595,10 +596,36 @@ func TestFSLazy(t *testing.T) {
 	}
 }
 
+// TestFSProbeCancelled: a probe runs on the event's context, so stopping
+// the daemon (which ends it) ends a probe that hangs on a dying disk.
+func TestFSProbeCancelled(t *testing.T) {
+	m := newManager(t, Config{ProbeTimeout: time.Hour})
+	started := make(chan struct{})
+	m.probe = func(ctx context.Context, _ string) (uevent.FS, error) {
+		close(started)
+		<-ctx.Done()
+		return uevent.FS{}, ctx.Err()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := m.For(ctx, event(t, "add", sdb1Path, "DEVNAME=sdb1"))
+	go func() { <-started; cancel() }()
+	done := make(chan uevent.FS, 1)
+	go func() { done <- d.FS() }()
+	select {
+	case fs := <-done:
+		if fs != (uevent.FS{}) {
+			t.Errorf("FS() of a cancelled probe = %+v, want zero", fs)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the probe outlived its event's context")
+	}
+	d.Done()
+}
+
 func TestFSProbeError(t *testing.T) {
 	m := newManager(t, Config{})
 	m.probe = func(context.Context, string) (uevent.FS, error) { return uevent.FS{Type: "junk"}, errors.New("boom") }
-	d := m.For(event(t, "add", sdb1Path, "DEVNAME=sdb1"))
+	d := m.For(context.Background(), event(t, "add", sdb1Path, "DEVNAME=sdb1"))
 	if got := d.FS(); got != (uevent.FS{}) {
 		t.Errorf("FS() after a failed probe = %+v, want zero", got)
 	}
@@ -610,7 +637,7 @@ func TestFSProbeError(t *testing.T) {
 
 func BenchmarkAttrCached(b *testing.B) {
 	m := newManager(b, Config{})
-	d := m.For(event(b, "add", sdb1Path))
+	d := m.For(context.Background(), event(b, "add", sdb1Path))
 	defer d.Done()
 	d.Attr("size")
 	for b.Loop() {
@@ -622,7 +649,7 @@ func BenchmarkAttrFirstRead(b *testing.B) {
 	m := newManager(b, Config{})
 	ev := event(b, "add", sdb1Path)
 	for b.Loop() {
-		d := m.For(ev)
+		d := m.For(context.Background(), ev)
 		d.Attr("size")
 		d.Done()
 	}
@@ -632,7 +659,7 @@ func BenchmarkAttrsWalk(b *testing.B) {
 	m := newManager(b, Config{})
 	ev := event(b, "add", sdb1Path)
 	for b.Loop() {
-		d := m.For(ev)
+		d := m.For(context.Background(), ev)
 		d.Attrs("idVendor")
 		d.HasParent("usb", "usb_device")
 		d.Done()

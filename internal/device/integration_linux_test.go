@@ -1,6 +1,7 @@
 package device
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"os"
@@ -131,7 +132,7 @@ func TestRealExt4AddRemove(t *testing.T) {
 	cmdOut(t, "", "mkfs.ext4", "-q", "-F", "-L", label, devnode)
 
 	_, add := coldplugEvents(t, m, disk, part)
-	d := m.For(add)
+	d := m.For(context.Background(), add)
 	want := uevent.FS{Type: "ext4", Label: label, UUID: blkidValue(t, "UUID", devnode), Usage: "filesystem", Version: "1.0"}
 	if diff := cmp.Diff(want, d.FS()); diff != "" {
 		t.Errorf("add: FS() (-want +got):\n%s", diff)
@@ -164,7 +165,7 @@ func TestRealExt4AddRemove(t *testing.T) {
 		return errors.Is(err, os.ErrNotExist)
 	})
 
-	d = m.For(removeEvent(t, add))
+	d = m.For(context.Background(), removeEvent(t, add))
 	defer d.Done()
 	if diff := cmp.Diff(want, d.FS()); diff != "" {
 		t.Errorf("remove: FS() from the database (-want +got):\n%s", diff)
@@ -205,7 +206,7 @@ func TestRealOtherFilesystems(t *testing.T) {
 				tt.want.UUID = blkidValue(t, "UUID", devnode)
 			}
 			_, add := coldplugEvents(t, m, disk, part)
-			d := m.For(add)
+			d := m.For(context.Background(), add)
 			defer d.Done()
 			if diff := cmp.Diff(tt.want, d.FS()); diff != "" {
 				t.Errorf("FS() (-want +got):\n%s", diff)

@@ -1,0 +1,335 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hotplugd/hotplugd/internal/host"
+	"github.com/hotplugd/hotplugd/internal/listener"
+	"github.com/hotplugd/hotplugd/internal/logtest"
+	"github.com/hotplugd/hotplugd/internal/rules"
+	"github.com/hotplugd/hotplugd/internal/uevent"
+)
+
+// fakeSource is an event source a test feeds: what the netlink listener
+// would deliver, without a kernel.
+type fakeSource struct {
+	events  chan uevent.Event
+	overrun chan struct{}
+	mu      sync.Mutex
+	closed  bool
+}
+
+func newFakeSource() *fakeSource {
+	return &fakeSource{events: make(chan uevent.Event), overrun: make(chan struct{})}
+}
+
+func (f *fakeSource) Run(ctx context.Context, h listener.Handler) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev := <-f.events:
+			h.Event(ev)
+		case <-f.overrun:
+			h.Overrun()
+		}
+	}
+}
+
+func (f *fakeSource) Source() uevent.Source { return uevent.SourceKernel }
+func (f *fakeSource) Stats() listener.Stats { return listener.Stats{} }
+func (f *fakeSource) Close() error {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	return nil
+}
+
+// seam is a daemon on a fake source and the fixture sysfs, serving in
+// the background, with its rules in a file the test may rewrite.
+type seam struct {
+	d      *daemon
+	src    *fakeSource
+	dir    string // the rules file, the state directory and the markers live here
+	rules  string
+	cancel context.CancelFunc
+	done   chan error
+	recs   func() []logtest.Record
+}
+
+// fixtureSys is the sysfs of the device package's tests: a USB stick, a
+// loop device, lo.
+const fixtureSys = "../device/testdata/sys"
+
+func startSeam(t *testing.T, rulesYAML string, mod func(*Config)) *seam {
+	t.Helper()
+	s := &seam{src: newFakeSource(), dir: t.TempDir(), done: make(chan error, 1)}
+	s.rules = filepath.Join(s.dir, "rules.yaml")
+	s.writeRules(t, rulesYAML)
+	log, recs := logtest.New(t)
+	s.recs = recs
+	cfg := Config{
+		RulesPath:   s.rules,
+		Roots:       host.Roots{Sys: fixtureSys},
+		StopTimeout: 2 * time.Second,
+		Logger:      log,
+		openSource: func(rules.Settings, host.Roots, *slog.Logger) (eventSource, error) {
+			return s.src, nil
+		},
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	d, err := newDaemon(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.d = d
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() { s.done <- d.serve(ctx) }()
+	t.Cleanup(func() {
+		s.stop(t)
+		d.close()
+	})
+	return s
+}
+
+// writeRules writes the rules file; {{dir}} stands for the test's
+// directory.
+func (s *seam) writeRules(t *testing.T, yaml string) {
+	t.Helper()
+	yaml = "settings:\n  state_dir: " + filepath.Join(s.dir, "state") + "\n  mount_root: " + filepath.Join(s.dir, "media") +
+		"\n" + strings.ReplaceAll(yaml, "{{dir}}", s.dir)
+	if err := os.WriteFile(s.rules, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *seam) send(t *testing.T, action, devpath, subsystem string, seqnum uint64, kv ...string) {
+	t.Helper()
+	props := []uevent.Property{{Key: "ACTION", Value: action}, {Key: "DEVPATH", Value: devpath},
+		{Key: "SUBSYSTEM", Value: subsystem}, {Key: "SEQNUM", Value: fmt.Sprint(seqnum)}}
+	for _, p := range kv {
+		k, v, _ := strings.Cut(p, "=")
+		props = append(props, uevent.Property{Key: k, Value: v})
+	}
+	ev, err := uevent.FromProps(props)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.Source = uevent.SourceKernel
+	select {
+	case s.src.events <- ev:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon does not take events")
+	}
+}
+
+// stop cancels serve and returns how long it took to return.
+func (s *seam) stop(t *testing.T) time.Duration {
+	t.Helper()
+	start := time.Now()
+	s.cancel()
+	select {
+	case err, ok := <-s.done:
+		if !ok {
+			return 0 // stopped already
+		}
+		if err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		close(s.done)
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not return after its context ended")
+	}
+	return time.Since(start)
+}
+
+// waitContent waits until path exists and returns its content.
+func waitContent(t *testing.T, path string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			return string(b)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never appeared: %v", path, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestSeamHandle: an event from the source goes through the rules and
+// its run action runs with the event's properties.
+func TestSeamHandle(t *testing.T) {
+	s := startSeam(t, `
+  coldplug: false
+rules:
+  - name: lo-change
+    match: subsystem == "net" && action == "change" && env.INTERFACE == "lo"
+    actions:
+      - run: {argv: [/bin/sh, -c, 'echo "$HOTPLUG_SEQNUM $HOTPLUG_RULE" > {{dir}}/ran']}
+`, nil)
+	s.send(t, "change", "/devices/virtual/net/lo", "net", 41, "INTERFACE=lo")
+	if got := waitContent(t, filepath.Join(s.dir, "ran")); got != "41 lo-change\n" {
+		t.Errorf("the action saw %q", got)
+	}
+	s.stop(t)
+	if n := s.d.handled.Load(); n != 1 {
+		t.Errorf("handled %d events, want 1", n)
+	}
+	if ok, failed := s.d.actionsOK.Load(), s.d.actionsFailed.Load(); ok != 1 || failed != 0 {
+		t.Errorf("actions %d ok, %d failed; want 1, 0", ok, failed)
+	}
+}
+
+// TestSeamColdplug: at start every device of sysfs is fed as an "add"
+// with source coldplug, and a live "add" of one of them in the coldplug
+// window is handled once.
+func TestSeamColdplug(t *testing.T) {
+	s := startSeam(t, `
+  coldplug: true
+rules:
+  - name: coldplugged
+    match: action == "add" && subsystem == "net"
+    actions:
+      - run: {argv: [/bin/sh, -c, 'echo "$HOTPLUG_SOURCE" >> {{dir}}/{{ env.INTERFACE }}']}
+`, nil)
+	if got := waitContent(t, filepath.Join(s.dir, "lo")); got != "coldplug\n" {
+		t.Errorf("lo's coldplug add ran with %q", got)
+	}
+	s.stop(t)
+	if n := s.d.handled.Load(); n < 5 {
+		t.Errorf("coldplug handled %d events; the fixture has more devices", n)
+	}
+}
+
+// TestSeamReload: a good file replaces the rules; a broken one keeps
+// them in force and says why in STATUS=.
+func TestSeamReload(t *testing.T) {
+	s := startSeam(t, `
+  coldplug: false
+rules:
+  - name: old
+    match: subsystem == "net"
+    actions:
+      - run: {argv: [/bin/sh, -c, 'echo old >> {{dir}}/ran-$HOTPLUG_SEQNUM']}
+`, nil)
+	s.writeRules(t, `
+  coldplug: false
+rules:
+  - name: new
+    match: subsystem == "net"
+    actions:
+      - run: {argv: [/bin/sh, -c, 'echo new >> {{dir}}/ran-$HOTPLUG_SEQNUM']}
+`)
+	s.d.reload()
+	s.send(t, "change", "/devices/virtual/net/lo", "net", 1)
+	if got := waitContent(t, filepath.Join(s.dir, "ran-1")); got != "new\n" {
+		t.Errorf("after a good reload the event ran %q", got)
+	}
+	s.writeRules(t, "rules:\n  - name: broken\n    match: nope\n")
+	s.d.reload()
+	if st := s.d.status(); !strings.Contains(st, "last error: reload failed") || !strings.Contains(st, "unknown name nope") {
+		t.Errorf("STATUS= after a broken reload: %q", st)
+	}
+	s.send(t, "change", "/devices/virtual/net/lo", "net", 2)
+	if got := waitContent(t, filepath.Join(s.dir, "ran-2")); got != "new\n" {
+		t.Errorf("after a broken reload the event ran %q, want the rules in force", got)
+	}
+}
+
+// TestSeamResync: an overrun makes the daemon compare sysfs with what it
+// heard: devices nothing was heard of get an "add", a device heard of
+// that is gone a "remove", all with source resync.
+func TestSeamResync(t *testing.T) {
+	s := startSeam(t, `
+  coldplug: false
+rules:
+  - name: resync
+    match: source == "resync" && (subsystem == "net" || subsystem == "block")
+    actions:
+      - run: {argv: [/bin/sh, -c, 'echo "$HOTPLUG_ACTION" >> {{dir}}/"$(basename "$HOTPLUG_DEVPATH")"']}
+`, nil)
+	s.send(t, "add", "/devices/virtual/block/gone", "block", 7)
+	select {
+	case s.src.overrun <- struct{}{}:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the overrun was not taken")
+	}
+	if got := waitContent(t, filepath.Join(s.dir, "gone")); got != "remove\n" {
+		t.Errorf("the vanished device got %q, want remove", got)
+	}
+	if got := waitContent(t, filepath.Join(s.dir, "lo")); got != "add\n" {
+		t.Errorf("lo, present and never heard of, got %q, want add", got)
+	}
+}
+
+// TestSeamStopKillsActions: SIGTERM lets running actions finish until
+// the stop deadline, then kills them; serve returns soon after.
+func TestSeamStopKillsActions(t *testing.T) {
+	s := startSeam(t, `
+  coldplug: false
+rules:
+  - name: slow
+    match: subsystem == "net"
+    actions:
+      - run: {argv: [/bin/sh, -c, 'touch {{dir}}/started; exec sleep 60'], timeout: 5m}
+`, func(c *Config) { c.StopTimeout = 200 * time.Millisecond })
+	s.send(t, "change", "/devices/virtual/net/lo", "net", 1)
+	waitContent(t, filepath.Join(s.dir, "started"))
+	if took := s.stop(t); took > 5*time.Second {
+		t.Errorf("stop took %v with a 200ms deadline", took)
+	}
+	if n := s.d.actionsFailed.Load(); n != 1 {
+		t.Errorf("%d actions failed, want the killed one", n)
+	}
+}
+
+// TestSeamOrder: events of one device run one after the other in
+// arrival order while an unrelated device's events go on.
+func TestSeamOrder(t *testing.T) {
+	s := startSeam(t, `
+  coldplug: false
+rules:
+  - name: log
+    match: subsystem == "net"
+    actions:
+      - run: {argv: [/bin/sh, -c, 'if [ "$HOTPLUG_INTERFACE" = slow ] && [ "$HOTPLUG_SEQNUM" = 1 ]; then while [ ! -e {{dir}}/go ]; do sleep 0.01; done; fi; echo "$HOTPLUG_SEQNUM" >> {{dir}}/$HOTPLUG_INTERFACE']}
+`, nil)
+	s.send(t, "change", "/devices/virtual/net/slow", "net", 1, "INTERFACE=slow")
+	s.send(t, "change", "/devices/virtual/net/slow", "net", 2, "INTERFACE=slow")
+	s.send(t, "change", "/devices/virtual/net/fast", "net", 3, "INTERFACE=fast")
+	if got := waitContent(t, filepath.Join(s.dir, "fast")); got != "3\n" {
+		t.Errorf("fast got %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(s.dir, "slow")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("slow's events ran before the first finished: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(s.dir, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join(s.dir, "slow"))
+		if string(b) == "1\n2\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slow: %q, want 1 then 2", b)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
