@@ -343,7 +343,7 @@ func TestUnitVerifies(t *testing.T) {
 	}
 }
 
-// commands are the subcommands of DESIGN.md.
+// commands are the subcommands hotplugd(8) documents.
 var commands = []string{"run", "check", "monitor", "test", "trigger", "version"}
 
 // manText renders a man page as man(1) shows it on an 80-column terminal,

@@ -142,21 +142,10 @@ func (m *Manager) Stats() Stats {
 	}
 }
 
-// Known reports whether the database holds devpath.
-func (m *Manager) Known(devpath string) bool { return m.db.known(devpath) }
-
-// Devpaths lists the devices in the database, sorted; a resync compares
-// it with what sysfs holds now.
-func (m *Manager) Devpaths() []string { return m.db.devpaths() }
-
 // Recorded returns the properties of the last event of devpath the
 // database holds, so a resync can build the remove event of a device
 // that vanished while events were lost.
 func (m *Manager) Recorded(devpath string) ([]uevent.Property, bool) { return m.db.props(devpath) }
-
-// Forget drops devpath from the database, for a device that vanished
-// without a remove event (after ENOBUFS).
-func (m *Manager) Forget(devpath string) { m.db.take(devpath) }
 
 // For returns the view of ev's device that the rules of this one event
 // query. ctx is the event's: a filesystem probe ends with it (or when the
@@ -207,21 +196,10 @@ type Device struct {
 	sysfs   sysfsView
 }
 
-// Event returns the event the Device was made for.
-func (d *Device) Event() uevent.Event { return d.ev }
-
 // DevNode is the device node of the event's DEVNAME under the device
 // root, "" when it has none.
 func (d *Device) DevNode() string { return d.m.roots.DevNode(d.ev.DevName) }
 
-// RecordedProps returns, for a remove event, the properties of the last
-// add or change of the device; nil when the database did not know it.
-func (d *Device) RecordedProps() []uevent.Property {
-	if d.rec == nil {
-		return nil
-	}
-	return slices.Clone(d.rec.props)
-}
 
 // Attr returns the sysfs attribute name of the device, "" when absent or
 // unreadable. name is a plain attribute ("removable") or a relative path

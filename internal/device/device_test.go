@@ -400,7 +400,7 @@ func TestDatabase(t *testing.T) {
 	m := newManager(t, Config{})
 	add := event(t, "add", sdb1Path, append([]string{"DEVNAME=sdb1", "DEVTYPE=partition"}, udevFS...)...)
 	d := m.For(context.Background(), add)
-	if !m.Known(sdb1Path) {
+	if !m.db.known(sdb1Path) {
 		t.Error("not Known after For(add)")
 	}
 	if got := d.FS(); got != udevFSWant {
@@ -421,7 +421,7 @@ func TestDatabase(t *testing.T) {
 	// read even though the fixture still has the device.
 	d = m.For(context.Background(), event(t, "remove", sdb1Path, "DEVNAME=sdb1", "DEVTYPE=partition"))
 	defer d.Done()
-	if m.Known(sdb1Path) {
+	if m.db.known(sdb1Path) {
 		t.Error("still Known after For(remove)")
 	}
 	if got := d.FS(); got != udevFSWant {
@@ -449,7 +449,7 @@ func TestDatabase(t *testing.T) {
 	if !d.HasParent("usb", "usb_interface") || !d.HasParent("block", "disk") || d.HasParent("net", "") {
 		t.Error("remove: HasParent does not answer from the recorded parents")
 	}
-	if got := d.RecordedProps(); len(got) == 0 || got[0].Value != "change" {
+	if got := recordedProps(d); len(got) == 0 || got[0].Value != "change" {
 		t.Errorf("remove: RecordedProps() = %v, want the change event's", got)
 	}
 }
@@ -458,7 +458,7 @@ func TestDatabaseUnknownRemove(t *testing.T) {
 	m := newManager(t, Config{})
 	d := m.For(context.Background(), event(t, "remove", sdb1Path, "DEVNAME=sdb1"))
 	defer d.Done()
-	if d.FS() != (uevent.FS{}) || d.Attr("size") != "" || d.Attrs("idVendor") != "" || d.HasParent("usb", "") || d.RecordedProps() != nil {
+	if d.FS() != (uevent.FS{}) || d.Attr("size") != "" || d.Attrs("idVendor") != "" || d.HasParent("usb", "") || recordedProps(d) != nil {
 		t.Error("a remove of an unknown device answers something")
 	}
 	// A udev remove event carries its ID_FS_* properties itself.
@@ -490,8 +490,8 @@ func TestDatabaseMove(t *testing.T) {
 	d.Done()
 	moved := "/devices/virtual/block/sdb1"
 	m.For(context.Background(), event(t, "move", moved, "DEVPATH_OLD="+sdb1Path)).Done()
-	if m.Known(sdb1Path) || !m.Known(moved) {
-		t.Errorf("after move: Devpaths() = %v", m.Devpaths())
+	if m.db.known(sdb1Path) || !m.db.known(moved) {
+		t.Errorf("after move: Devpaths() = %v", m.db.devpaths())
 	}
 	d = m.For(context.Background(), event(t, "remove", moved))
 	defer d.Done()
@@ -508,7 +508,7 @@ func TestDatabaseKeepsBlockDevices(t *testing.T) {
 	m.For(context.Background(), event(t, "add", sdbPath)).Done()
 	m.For(context.Background(), event(t, "add", lo, "SUBSYSTEM=net")).Done()
 	m.For(context.Background(), event(t, "add", loop0Path)).Done() // sdb is the oldest, lo goes
-	if diff := cmp.Diff([]string{sdbPath, loop0Path}, m.Devpaths()); diff != "" {
+	if diff := cmp.Diff([]string{sdbPath, loop0Path}, m.db.devpaths()); diff != "" {
 		t.Errorf("Devpaths() (-want +got):\n%s", diff)
 	}
 }
@@ -521,14 +521,14 @@ func TestDatabaseBounded(t *testing.T) {
 	m.For(context.Background(), event(t, "change", paths[0])).Done() // paths[1] is now the oldest
 	m.For(context.Background(), event(t, "add", paths[2])).Done()
 	want := []string{sdbPath, loop0Path}
-	if diff := cmp.Diff(want, m.Devpaths()); diff != "" {
+	if diff := cmp.Diff(want, m.db.devpaths()); diff != "" {
 		t.Errorf("Devpaths() (-want +got):\n%s", diff)
 	}
 	if s := m.Stats(); s.Devices != 2 || s.Evictions != 1 {
 		t.Errorf("Stats() = %+v, want 2 devices, 1 eviction", s)
 	}
-	m.Forget(sdbPath)
-	if m.Known(sdbPath) {
+	m.db.take(sdbPath)
+	if m.db.known(sdbPath) {
 		t.Error("Known after Forget")
 	}
 }
@@ -548,7 +548,7 @@ func TestConcurrent(t *testing.T) {
 					d.HasParent("usb", "")
 					d.Done()
 				}
-				m.Devpaths()
+				m.db.devpaths()
 				m.Stats()
 			}
 		})
@@ -664,4 +664,12 @@ func BenchmarkAttrsWalk(b *testing.B) {
 		d.HasParent("usb", "usb_device")
 		d.Done()
 	}
+}
+
+// recordedProps is what the database held for a remove event's device.
+func recordedProps(d *Device) []uevent.Property {
+	if d.rec == nil {
+		return nil
+	}
+	return d.rec.props
 }

@@ -176,7 +176,7 @@ func TestRealExt4AddRemove(t *testing.T) {
 	if !d.HasParent("block", "disk") {
 		t.Error("remove: HasParent(block, disk) = false, want the recorded parent")
 	}
-	if m.Known(add.DevPath) {
+	if m.db.known(add.DevPath) {
 		t.Error("device still in the database after its remove")
 	}
 	if s := m.Stats(); s.Probes != 1 {

@@ -242,7 +242,7 @@ func (l *Listener) Run(ctx context.Context, h Handler) error {
 	}
 }
 
-// handle applies the checks of DESIGN.md "Security invariants" in order;
+// handle applies the sender checks (hotplugd.rules(5), SECURITY) in order;
 // the first that fails decides the counter.
 func (l *Listener) handle(b []byte, s sender, h Handler) {
 	l.stats.received.Add(1)

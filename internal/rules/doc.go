@@ -2,7 +2,7 @@
 //
 // Loading is strict because the file decides what runs as root: every
 // key is known, every expression and {{ }} template is compiled and type
-// checked against the fixed environment of DESIGN.md when the file loads,
+// checked against the fixed environment of hotplugd.rules(5) when the file loads,
 // and every problem is reported with its FILE:LINE:COL and rule, all of
 // them at once. Input is bounded (file size, no YAML anchors or aliases,
 // an AST node budget per expression) so a hostile or broken file fails

@@ -8,7 +8,7 @@ import (
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
-// The names of the expression environment (DESIGN.md's table).
+// The names of the expression environment (hotplugd.rules(5), EXPRESSIONS).
 const (
 	varAction    = "action"
 	varSubsystem = "subsystem"
@@ -193,7 +193,7 @@ func (hasParentArity) Visit(n *ast.Node) {
 //     dropped and a missing key reads as "".
 //   - x ?? y on a string x yields y when x is "" (expr's ?? only tests
 //     nil, which a string never is), so `fs.label ?? devname` works as
-//     DESIGN.md's example intends.
+//     the example of hotplugd.rules(5) intends.
 type missingIsEmpty struct{}
 
 func (missingIsEmpty) Visit(n *ast.Node) {

@@ -484,7 +484,7 @@ func TestParseEmpty(t *testing.T) {
 	}
 }
 
-// The example of DESIGN.md, loaded into the structures the actions
+// The example of hotplugd.rules(5), loaded into the structures the actions
 // package consumes.
 const designExample = `
 settings:

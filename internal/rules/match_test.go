@@ -89,7 +89,7 @@ func evalOne(t *testing.T, match string, ev *uevent.Event, dev Device) (bool, er
 		t.Fatalf("compile %q: %s", match, probs[0].msg)
 	}
 	r := &Rule{Name: "t", prog: c.prog, needs: c.needs, filter: c.filter}
-	return r.Eval(NewEnv(ev, dev))
+	return r.eval(NewEnv(ev, dev))
 }
 
 func TestMatchCaptured(t *testing.T) {

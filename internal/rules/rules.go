@@ -346,8 +346,8 @@ func (rs *RuleSet) logEvalError(r *Rule, ev *uevent.Event, err error) {
 	}
 }
 
-// Eval runs the rule's match against env, pre-filter included.
-func (r *Rule) Eval(env *Env) (bool, error) {
+// eval runs the rule's match against env, pre-filter included.
+func (r *Rule) eval(env *Env) (bool, error) {
 	if ok, _ := r.filter.allows(actionBit(env.ev.Action), env.ev.Subsystem); !ok {
 		return false, nil
 	}

@@ -6,7 +6,7 @@ import (
 	"slices"
 )
 
-// jsonEvent is the `hotplugd monitor --json` object of DESIGN.md.
+// jsonEvent is the `hotplugd monitor --json` object (hotplugd(8)).
 type jsonEvent struct {
 	Seqnum    uint64            `json:"seqnum"`
 	Action    string            `json:"action"`

@@ -86,9 +86,9 @@ func (d Device) DevNum() string {
 	return strconv.FormatUint(uint64(d.Major), 10) + ":" + strconv.FormatUint(uint64(d.Minor), 10)
 }
 
-// ParseDevNum parses "major:minor" into a Device carrying only the number,
+// parseDevNum parses "major:minor" into a Device carrying only the number,
 // enough for Unmount.
-func ParseDevNum(s string) (Device, error) {
+func parseDevNum(s string) (Device, error) {
 	ma, mi, ok := strings.Cut(s, ":")
 	major, err1 := strconv.ParseUint(ma, 10, 32)
 	minor, err2 := strconv.ParseUint(mi, 10, 32)

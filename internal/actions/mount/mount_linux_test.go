@@ -592,7 +592,7 @@ func TestHelperProcessMount(t *testing.T) {
 	if os.Getenv("HOTPLUGD_HELPER_MOUNT") != "1" {
 		t.Skip("helper process for TestReconcileAfterKill")
 	}
-	dev, err := ParseDevNum(os.Getenv("HOTPLUGD_HELPER_DEVNUM"))
+	dev, err := parseDevNum(os.Getenv("HOTPLUGD_HELPER_DEVNUM"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,13 +119,13 @@ func TestMountPlan(t *testing.T) {
 }
 
 func TestMountParseDevNum(t *testing.T) {
-	d, err := ParseDevNum("259:3")
+	d, err := parseDevNum("259:3")
 	if err != nil || d.Major != 259 || d.Minor != 3 || d.DevNum() != "259:3" {
-		t.Errorf("ParseDevNum(259:3) = %+v, %v", d, err)
+		t.Errorf("parseDevNum(259:3) = %+v, %v", d, err)
 	}
 	for _, bad := range []string{"", "259", "a:b", "1:-1", "1:2:3", "4294967296:0"} {
-		if _, err := ParseDevNum(bad); err == nil {
-			t.Errorf("ParseDevNum(%q) accepted", bad)
+		if _, err := parseDevNum(bad); err == nil {
+			t.Errorf("parseDevNum(%q) accepted", bad)
 		}
 	}
 }
