@@ -200,7 +200,6 @@ type Device struct {
 // root, "" when it has none.
 func (d *Device) DevNode() string { return d.m.roots.DevNode(d.ev.DevName) }
 
-
 // Attr returns the sysfs attribute name of the device, "" when absent or
 // unreadable. name is a plain attribute ("removable") or a relative path
 // through the device's directory ("queue/rotational", "device/vendor");
