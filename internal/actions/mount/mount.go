@@ -44,6 +44,7 @@ var (
 	errTooManyCollisions = errors.New("no free mount point name")
 	errMountRootNotAbs   = errors.New("mount root is not an absolute path")
 	errStatePathNotAbs   = errors.New("state file is not an absolute path")
+	errStateNotSaved     = errors.New("mount undone: its state could not be saved")
 )
 
 // skipError is a deliberate skip: Is(ErrSkipped) and Is(its reason).

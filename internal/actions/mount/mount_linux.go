@@ -392,22 +392,39 @@ func (m *Mounter) Mount(ctx context.Context, dev Device, req Request) (Entry, er
 		return Entry{}, fmt.Errorf("mount %s: %w", dev.Devnode, err)
 	}
 
+	p, err = m.mountWithDrivers(ctx, dir, dev, req, release)
+	if errors.Is(err, ErrMountTimeout) {
+		handedOff = true // the mount(2) goroutine cleans up and releases
+		return Entry{}, err
+	}
+	if err == nil {
+		err = m.verifyMounted(dir, dev)
+	}
+	if err != nil {
+		return Entry{}, fmt.Errorf("mount %s on %s: %w", dev.Devnode, dir.path, errors.Join(err, dir.remove()))
+	}
+	dir.close()
+	return m.record(ctx, dev, req, p, dir.path)
+}
+
+// mountWithDrivers mounts dev on dir with the first of its filesystem's
+// drivers the kernel (or a helper) has, trying the next when mount(2)
+// says the kernel lacks one (ENODEV), and returns the plan that worked.
+// On ErrMountTimeout the mount(2) goroutine owns dir and release.
+func (m *Mounter) mountWithDrivers(ctx context.Context, dir *mountDir, dev Device, req Request, release func()) (Plan, error) {
 	cands, err := m.usableDrivers(dev, filesystems[dev.FSType])
 	if err != nil {
-		return Entry{}, errors.Join(err, dir.remove())
+		return Plan{}, err
 	}
+	var p Plan
 	for i, c := range cands {
 		if p, err = m.planWith(dev, req, c); err != nil {
-			break
+			return Plan{}, err
 		}
 		if c.helper != "" {
 			err = m.helperMount(ctx, dir, dev, p)
 		} else {
 			err = m.kernelMount(ctx, dir, dev, p, release)
-			if errors.Is(err, ErrMountTimeout) {
-				handedOff = true // the mount(2) goroutine cleans up and releases
-				return Entry{}, err
-			}
 		}
 		if !errors.Is(err, unix.ENODEV) || i == len(cands)-1 {
 			break
@@ -417,19 +434,18 @@ func (m *Mounter) Mount(ctx context.Context, dev Device, req Request) (Entry, er
 	if errors.Is(err, unix.ENODEV) {
 		err = fmt.Errorf("%w: the kernel has no driver for %s (mount(2): %v)", ErrUnsupportedFS, dev.FSType, err)
 	}
-	if err == nil {
-		err = m.verifyMounted(dir, dev)
-	}
-	if err != nil {
-		return Entry{}, fmt.Errorf("mount %s on %s: %w", dev.Devnode, dir.path, errors.Join(err, dir.remove()))
-	}
-	dir.close()
+	return p, err
+}
 
+// record adds the mount to the state file. A mount whose state cannot be
+// written (a full /run) is undone: after a restart hotplugd would not know
+// it, never unmount it and leave its directory behind.
+func (m *Mounter) record(ctx context.Context, dev Device, req Request, p Plan, path string) (Entry, error) {
 	recorded := dev
 	recorded.FSUsage, recorded.FSType = "", "" // the entry has its own FSType
 	entry := Entry{
 		Device:     recorded,
-		MountPoint: dir.path,
+		MountPoint: path,
 		FSType:     dev.FSType,
 		Driver:     p.Driver,
 		Options:    p.Options,
@@ -440,14 +456,20 @@ func (m *Mounter) Mount(ctx context.Context, dev Device, req Request) (Entry, er
 	if p.Helper != "" {
 		entry.Driver = p.Helper
 	}
+	key := dev.DevNum()
 	m.mu.Lock()
-	m.entries[dev.DevNum()] = entry
-	err = writeState(m.cfg.StatePath, m.entries)
+	m.entries[key] = entry
+	err := writeState(m.cfg.StatePath, m.entries)
+	if err != nil {
+		delete(m.entries, key)
+	}
 	m.mu.Unlock()
 	if err != nil {
-		// The mount stands and is known in memory, so Unmount works; the
-		// next successful write records it.
-		m.log.Error("mounted, but the mount state could not be saved", "device", dev.Devnode, "path", dir.path, "err", err)
+		m.log.Error("the mount state could not be saved: undoing the mount", "device", dev.Devnode, "path", path, "err", err)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.Timeout)
+		defer cancel()
+		_, _, uerr := m.cleanup(ctx, key, entry, false)
+		return Entry{}, fmt.Errorf("mount %s on %s: %w: %w", dev.Devnode, path, errStateNotSaved, errors.Join(err, uerr))
 	}
 	for _, ig := range p.Ignored {
 		m.log.Info("mount option ignored", "device", dev.Devnode, "option", ig)
