@@ -40,12 +40,40 @@ func (r *Runner) run(ctx context.Context, req *RunRequest, path string, env []st
 		runCtx, cancel = context.WithTimeoutCause(ctx, req.Timeout, errRunTimeout)
 		defer cancel()
 	}
+	cmd, g := r.command(runCtx, req, path, env, out)
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		res.Duration = time.Since(start)
+		if errors.Is(context.Cause(runCtx), errRunTimeout) {
+			res.TimedOut = true
+			return res, fmt.Errorf("run %s: %w after %v", path, ErrTimeout, req.Timeout)
+		}
+		return res, fmt.Errorf("run %s: %w", path, err)
+	}
+	res.PID = cmd.Process.Pid
+	g.pid = res.PID
+	werr := waitLeader(cmd, g)
+	res.Duration = time.Since(start)
+	if runReapGroup(res.PID, time.Now().Add(r.grace())) {
+		r.log().WarnContext(ctx, "run: processes of the action's group still alive after SIGKILL",
+			"rule", req.Rule, "pid", res.PID)
+	}
+	if st := cmd.ProcessState; st != nil {
+		res.ExitCode = st.ExitCode()
+		if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			res.Signal = unix.SignalName(ws.Signal())
+		}
+	}
+	return r.outcome(ctx, runCtx, req, path, cmd, g, res, werr)
+}
 
-	cmd := exec.CommandContext(runCtx, path)
+// command makes the action's exec.Cmd: its own process group, in "/",
+// stdin on /dev/null, the request's user, SIGTERM to the group to stop it.
+func (r *Runner) command(ctx context.Context, req *RunRequest, path string, env []string, out *runOutput) (*exec.Cmd, *runGroup) {
+	cmd := exec.CommandContext(ctx, path)
 	cmd.Args = req.Argv
 	cmd.Env = env
 	cmd.Dir = "/"
-	// Stdin stays nil: /dev/null.
 	cmd.Stdout = out.stdout
 	cmd.Stderr = out.stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -61,26 +89,17 @@ func (r *Runner) run(ctx context.Context, req *RunRequest, path string, env []st
 		return g.stop(cmd.Process)
 	}
 	cmd.WaitDelay = r.grace()
+	return cmd, g
+}
 
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		res.Duration = time.Since(start)
-		if errors.Is(context.Cause(runCtx), errRunTimeout) {
-			res.TimedOut = true
-			return res, fmt.Errorf("run %s: %w after %v", path, ErrTimeout, req.Timeout)
-		}
-		return res, fmt.Errorf("run %s: %w", path, err)
-	}
-	pid := cmd.Process.Pid
-	res.PID = pid
-	g.pid = pid
-
-	// Wait for the leader to exit without reaping it (WNOWAIT), so its
-	// pid, and with it the group id, stays ours while we kill the group.
+// waitLeader waits for the leader to exit without reaping it (WNOWAIT),
+// so its pid, and with it the group id, stays ours while the group is
+// killed; then it reaps it and waits for the output (up to WaitDelay).
+func waitLeader(cmd *exec.Cmd, g *runGroup) error {
 	var werr error
 	for {
 		var info unix.Siginfo
-		werr = unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		werr = unix.Waitid(unix.P_PID, g.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
 		if werr != unix.EINTR {
 			break
 		}
@@ -88,22 +107,12 @@ func (r *Runner) run(ctx context.Context, req *RunRequest, path string, env []st
 	// Without a zombie leader (an error here means it was reaped behind
 	// our back) the group id is no longer safe to signal.
 	g.exited(werr == nil)
-	werr = cmd.Wait() // reaps the leader; waits for output up to WaitDelay
-	res.Duration = time.Since(start)
+	return cmd.Wait()
+}
+
+// outcome is the error of a finished action: nil for exit status 0.
+func (r *Runner) outcome(ctx, runCtx context.Context, req *RunRequest, path string, cmd *exec.Cmd, g *runGroup, res RunResult, werr error) (RunResult, error) {
 	stopped := g.wasStopped()
-	leftovers := runReapGroup(pid, time.Now().Add(r.grace()))
-
-	if st := cmd.ProcessState; st != nil {
-		res.ExitCode = st.ExitCode()
-		if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			res.Signal = unix.SignalName(ws.Signal())
-		}
-	}
-	if leftovers {
-		r.log().WarnContext(ctx, "run: processes of the action's group still alive after SIGKILL",
-			"rule", req.Rule, "pid", pid)
-	}
-
 	var exitErr *exec.ExitError
 	switch {
 	case stopped && errors.Is(context.Cause(runCtx), errRunTimeout):
@@ -117,7 +126,7 @@ func (r *Runner) run(ctx context.Context, req *RunRequest, path string, env []st
 		// Exit status 0, but something outside the group kept the
 		// output pipes open; reading stopped after WaitDelay.
 		r.log().WarnContext(ctx, "run: output still held open by a process outside the action's group; stopped reading",
-			"rule", req.Rule, "pid", pid, "wait_delay", cmd.WaitDelay)
+			"rule", req.Rule, "pid", res.PID, "wait_delay", cmd.WaitDelay)
 		return res, nil
 	case werr != nil:
 		return res, fmt.Errorf("run %s: %w", path, werr)
