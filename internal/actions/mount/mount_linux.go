@@ -392,10 +392,9 @@ func (m *Mounter) Mount(ctx context.Context, dev Device, req Request) (Entry, er
 		return Entry{}, fmt.Errorf("mount %s: %w", dev.Devnode, err)
 	}
 
-	p, err = m.mountWithDrivers(ctx, dir, dev, req, release)
-	if errors.Is(err, ErrMountTimeout) {
-		handedOff = true // the mount(2) goroutine cleans up and releases
-		return Entry{}, err
+	p, handedOff, err = m.mountWithDrivers(ctx, dir, dev, req, release)
+	if handedOff {
+		return Entry{}, err // the mount(2) goroutine cleans up and releases
 	}
 	if err == nil {
 		err = m.verifyMounted(dir, dev)
@@ -410,21 +409,21 @@ func (m *Mounter) Mount(ctx context.Context, dev Device, req Request) (Entry, er
 // mountWithDrivers mounts dev on dir with the first of its filesystem's
 // drivers the kernel (or a helper) has, trying the next when mount(2)
 // says the kernel lacks one (ENODEV), and returns the plan that worked.
-// On ErrMountTimeout the mount(2) goroutine owns dir and release.
-func (m *Mounter) mountWithDrivers(ctx context.Context, dir *mountDir, dev Device, req Request, release func()) (Plan, error) {
+// handedOff: mount(2) missed the deadline, and the goroutine left
+// waiting for it now owns dir and release.
+func (m *Mounter) mountWithDrivers(ctx context.Context, dir *mountDir, dev Device, req Request, release func()) (p Plan, handedOff bool, err error) {
 	cands, err := m.usableDrivers(dev, filesystems[dev.FSType])
 	if err != nil {
-		return Plan{}, err
+		return Plan{}, false, err
 	}
-	var p Plan
 	for i, c := range cands {
 		if p, err = m.planWith(dev, req, c); err != nil {
-			return Plan{}, err
+			return Plan{}, false, err
 		}
 		if c.helper != "" {
 			err = m.helperMount(ctx, dir, dev, p)
-		} else {
-			err = m.kernelMount(ctx, dir, dev, p, release)
+		} else if err = m.kernelMount(ctx, dir, dev, p, release); errors.Is(err, ErrMountTimeout) {
+			return Plan{}, true, err
 		}
 		if !errors.Is(err, unix.ENODEV) || i == len(cands)-1 {
 			break
@@ -434,7 +433,7 @@ func (m *Mounter) mountWithDrivers(ctx context.Context, dir *mountDir, dev Devic
 	if errors.Is(err, unix.ENODEV) {
 		err = fmt.Errorf("%w: the kernel has no driver for %s (mount(2): %v)", ErrUnsupportedFS, dev.FSType, err)
 	}
-	return p, err
+	return p, false, err
 }
 
 // record adds the mount to the state file. A mount whose state cannot be
