@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"maps"
+	"strings"
 
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
@@ -57,7 +58,9 @@ func (d *daemon) resync(ctx context.Context) {
 		}
 	}
 	for p, subsystem := range known {
-		if present[p] || d.disp.pending(p) {
+		// Enumerate walks /devices: a module or a driver heard of is not
+		// gone because it is not there.
+		if !strings.HasPrefix(p, "/devices/") || present[p] || d.disp.pending(p) {
 			continue
 		}
 		if ev, ok := d.removeEvent(p, subsystem); ok && d.disp.Submit(ctx, ev) == queued {
@@ -67,6 +70,21 @@ func (d *daemon) resync(ctx context.Context) {
 	d.log.Warn("events were lost (kernel buffer overrun): resynced with /sys", "resync", n, "added", added, "removed", removed)
 	if d.deps.Mounter != nil {
 		d.reconcileMounts(ctx)
+	}
+}
+
+// baseline records the devices present at start as heard of, without an
+// event: with coldplug off, a resync must not give them the "add" the
+// administrator switched off.
+func (d *daemon) baseline() {
+	evs, err := d.devs.Enumerate("")
+	if err != nil {
+		d.log.Warn("some devices present at start could not be read", "err", err)
+	}
+	d.presentMu.Lock()
+	defer d.presentMu.Unlock()
+	for _, e := range evs {
+		d.present[e.DevPath] = e.Subsystem
 	}
 }
 

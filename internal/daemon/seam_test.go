@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -155,13 +156,14 @@ func (s *seam) stop(t *testing.T) time.Duration {
 	return time.Since(start)
 }
 
-// waitContent waits until path exists and returns its content.
+// waitContent waits until path holds at least one whole line and returns
+// its content.
 func waitContent(t *testing.T, path string) string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		b, err := os.ReadFile(path)
-		if err == nil {
+		if err == nil && len(b) > 0 && b[len(b)-1] == '\n' {
 			return string(b)
 		}
 		if time.Now().After(deadline) {
@@ -252,28 +254,74 @@ rules:
 }
 
 // TestSeamResync: an overrun makes the daemon compare sysfs with what it
-// heard: devices nothing was heard of get an "add", a device heard of
-// that is gone a "remove", all with source resync.
+// heard: a device that appeared meanwhile gets an "add", a device heard
+// of that is gone a "remove", all with source resync. A device present at
+// start, with coldplug off, gets nothing; nor does a module heard of,
+// which sysfs keeps outside /devices.
 func TestSeamResync(t *testing.T) {
+	sys := copyFixture(t)
 	s := startSeam(t, `
   coldplug: false
 rules:
   - name: resync
-    match: source == "resync" && (subsystem == "net" || subsystem == "block")
+    match: source == "resync"
     actions:
       - run: {argv: [/bin/sh, -c, 'echo "$HOTPLUG_ACTION" >> {{dir}}/"$(basename "$HOTPLUG_DEVPATH")"']}
-`, nil)
+`, func(c *Config) { c.Roots.Sys = sys })
 	s.send(t, "add", "/devices/virtual/block/gone", "block", 7)
+	s.send(t, "add", "/module/usb_storage", "module", 8)
+	addDevice(t, sys, "devices/virtual/net/new0", "net", "INTERFACE=new0\nIFINDEX=9\n")
+	overrun(t, s)
+	if got := waitContent(t, filepath.Join(s.dir, "gone")); got != "remove\n" {
+		t.Errorf("the vanished device got %q, want remove", got)
+	}
+	if got := waitContent(t, filepath.Join(s.dir, "new0")); got != "add\n" {
+		t.Errorf("the device that appeared got %q, want add", got)
+	}
+	s.stop(t)
+	for _, name := range []string{"lo", "usb_storage", "sdb1"} {
+		if b, err := os.ReadFile(filepath.Join(s.dir, name)); err == nil {
+			t.Errorf("%s got %q from the resync, want nothing", name, b)
+		}
+	}
+}
+
+// overrun makes the fake source report an overrun.
+func overrun(t *testing.T, s *seam) {
+	t.Helper()
 	select {
 	case s.src.overrun <- struct{}{}:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the overrun was not taken")
 	}
-	if got := waitContent(t, filepath.Join(s.dir, "gone")); got != "remove\n" {
-		t.Errorf("the vanished device got %q, want remove", got)
+}
+
+// copyFixture copies the fixture sysfs, so a test can add devices.
+func copyFixture(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "sys")
+	if out, err := exec.Command("cp", "-a", fixtureSys, dir).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v: %s", err, out)
 	}
-	if got := waitContent(t, filepath.Join(s.dir, "lo")); got != "add\n" {
-		t.Errorf("lo, present and never heard of, got %q, want add", got)
+	return dir
+}
+
+// addDevice makes a device directory with a uevent file and a subsystem
+// link, as the kernel does when a device appears.
+func addDevice(t *testing.T, sys, rel, subsystem, uevent string) {
+	t.Helper()
+	dir := filepath.Join(sys, rel)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "uevent"), []byte(uevent), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(sys, "class", subsystem), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(sys, "class", subsystem), filepath.Join(dir, "subsystem")); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -286,7 +334,7 @@ rules:
   - name: slow
     match: subsystem == "net"
     actions:
-      - run: {argv: [/bin/sh, -c, 'touch {{dir}}/started; exec sleep 60'], timeout: 5m}
+      - run: {argv: [/bin/sh, -c, 'echo > {{dir}}/started; exec sleep 60'], timeout: 5m}
 `, func(c *Config) { c.StopTimeout = 200 * time.Millisecond })
 	s.send(t, "change", "/devices/virtual/net/lo", "net", 1)
 	waitContent(t, filepath.Join(s.dir, "started"))

@@ -48,6 +48,9 @@ func (d *daemon) start(ctx context.Context) *serving {
 	s.intake, s.stopIntake = context.WithCancel(ctx)
 	d.disp = newDispatcher(settings.Workers, d.cfg.QueueMax, d.handle)
 	s.stopWake = d.disp.wakeOnDone(s.intake)
+	if !settings.Coldplug {
+		d.baseline() // before intake: what was there before any event
+	}
 	s.bg.Go(func() { s.lstDone <- d.src.Run(s.intake, handler{d: d, ctx: s.intake, resync: s.resync}) })
 	if settings.Coldplug {
 		d.disp.beginColdplug()
