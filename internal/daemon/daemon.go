@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -151,6 +152,9 @@ func newDaemon(cfg Config) (_ *daemon, err error) {
 		return nil, err
 	}
 	d.deps = newDeps(settings, cfg.Roots, d.log)
+	if errors.Is(d.deps.MountErr, mount.ErrLocked) {
+		return nil, d.deps.MountErr
+	}
 	if st.acts, err = actions.Build(st.rs, d.deps); err != nil {
 		return nil, err
 	}
@@ -172,7 +176,7 @@ func newDeps(s rules.Settings, roots host.Roots, log *slog.Logger) *actions.Deps
 			Logger:    log,
 		})
 	}
-	if deps.MountErr != nil {
+	if deps.MountErr != nil && !errors.Is(deps.MountErr, mount.ErrLocked) {
 		log.Warn("mounting is disabled", "err", deps.MountErr)
 	}
 	return deps
@@ -185,6 +189,9 @@ func (d *daemon) close() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		d.deps.Notifier.Close(ctx)
+		if d.deps.Mounter != nil {
+			d.deps.Mounter.Close()
+		}
 	}
 	if d.devs != nil {
 		d.devs.Close()

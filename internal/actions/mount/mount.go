@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -223,6 +224,8 @@ type Mounter struct {
 	sysMount   func(source, target, fstype string, flags uintptr, data string) error
 	sysUnmount func(target string, flags int) error
 
+	lock *os.File // the state directory's lock; nil for a plan-only Mounter
+
 	mu      sync.Mutex
 	entries map[string]Entry // by Device.DevNum()
 	busy    map[string]bool  // devices with an operation in progress
@@ -241,6 +244,14 @@ func (m *Mounter) reserve(key string) (release func(), ok bool) {
 		delete(m.busy, key)
 		m.mu.Unlock()
 	}, true
+}
+
+// Close releases the state directory's lock. The mounts stay.
+func (m *Mounter) Close() error {
+	if m.lock == nil {
+		return nil
+	}
+	return m.lock.Close()
 }
 
 // Root is the mount root, where mount points are made.

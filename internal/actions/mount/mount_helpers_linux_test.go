@@ -144,7 +144,7 @@ func newMountFixture(t testing.TB, mod func(*Config)) *mountFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { detachUnder(t, cfg.MountRoot) })
+	t.Cleanup(func() { m.Close(); detachUnder(t, cfg.MountRoot) })
 	return &mountFixture{m: m, cfg: cfg, root: cfg.MountRoot, state: cfg.StatePath}
 }
 

@@ -62,9 +62,11 @@ func NewMounter(cfg Config) (*Mounter, error) {
 		busy:       map[string]bool{},
 	}
 	if !cfg.PlanOnly {
-		if err := checkStateDir(filepath.Dir(cfg.StatePath)); err != nil {
+		lock, err := lockStateDir(filepath.Dir(cfg.StatePath))
+		if err != nil {
 			return nil, err
 		}
+		m.lock = lock
 	}
 	entries, err := readState(cfg.StatePath)
 	if err != nil {
@@ -92,7 +94,7 @@ func NewMounter(cfg Config) (*Mounter, error) {
 // checkStateDir refuses a state directory that is a symlink, or that
 // someone other than root (or this user) owns or may write: its file
 // says which mounts hotplugd unmounts and which directories it removes.
-// A missing directory is created 0700 when the state is first written.
+// lockStateDir creates a missing one 0700.
 func checkStateDir(dir string) error {
 	var st unix.Stat_t
 	err := unix.Lstat(dir, &st)

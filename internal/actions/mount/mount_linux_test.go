@@ -518,6 +518,7 @@ func TestReconcileAfterKill(t *testing.T) {
 	looptest.Require(t, "mkfs.ext4")
 	disk := newDisk(t, "ext4", "CRASH", diskOptions{})
 	fx := newMountFixture(t, nil)
+	fx.m.Close() // the helper process is the daemon that crashes
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcessMount$", "-test.v")
 	cmd.Env = append(os.Environ(),
@@ -565,6 +566,7 @@ func TestReconcileAfterKill(t *testing.T) {
 
 	// Restart after the device went away (it cannot really be deleted
 	// while mounted, so the presence check says so).
+	m2.Close()
 	m3, err := NewMounter(fx.cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -651,6 +653,7 @@ func TestReconcileLeavesForeignMounts(t *testing.T) {
 	if err := writeState(fx.state, entries); err != nil {
 		t.Fatal(err)
 	}
+	fx.m.Close()
 	m, err := NewMounter(fx.cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -113,8 +113,8 @@ func TestMountPlan(t *testing.T) {
 	if _, err := os.Lstat(root); !errors.Is(err, os.ErrNotExist) {
 		t.Error("Plan created the mount root")
 	}
-	if _, err := os.Lstat(filepath.Join(dir, "run")); !errors.Is(err, os.ErrNotExist) {
-		t.Error("Plan created the state directory")
+	if _, err := os.Lstat(filepath.Join(dir, "run", "mounts.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Error("Plan wrote the state file")
 	}
 }
 

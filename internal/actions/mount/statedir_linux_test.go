@@ -2,8 +2,10 @@ package mount
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -49,4 +51,31 @@ func TestStateEntryOutsideMountRootIgnored(t *testing.T) {
 	if len(got) != 1 || got[0].MountPoint != filepath.Join(root, "DISK") {
 		t.Errorf("entries kept: %+v, want only the one under mount_root", got)
 	}
+}
+
+// TestStateDirLock: one daemon per state directory. A second Mounter on
+// it is refused, naming the holder; once the first is closed it starts.
+func TestStateDirLock(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{MountRoot: filepath.Join(dir, "media"), StatePath: filepath.Join(dir, "run", "mounts.json")}
+	first, err := NewMounter(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = NewMounter(cfg)
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Errorf("second Mounter: %v, want %v naming pid %d", err, ErrLocked, os.Getpid())
+	}
+	plan, err := NewMounter(Config{MountRoot: cfg.MountRoot, StatePath: cfg.StatePath, PlanOnly: true})
+	if err != nil {
+		t.Errorf("a plan-only Mounter (the dry run) is refused: %v", err)
+	} else {
+		plan.Close()
+	}
+	first.Close()
+	second, err := NewMounter(cfg)
+	if err != nil {
+		t.Fatalf("after the first closed: %v", err)
+	}
+	second.Close()
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotplugd/hotplugd/internal/actions/mount"
 	"github.com/hotplugd/hotplugd/internal/host"
 	"github.com/hotplugd/hotplugd/internal/listener"
 	"github.com/hotplugd/hotplugd/internal/logtest"
@@ -379,5 +380,17 @@ rules:
 			t.Fatalf("slow: %q, want 1 then 2", b)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestSeamSingleInstance: a second daemon on the same state_dir exits
+// with a clear error instead of racing the first on its state file.
+func TestSeamSingleInstance(t *testing.T) {
+	need(t, os.Geteuid() == 0, "root: mounting, and with it the state directory, needs it")
+	s := startSeam(t, "  coldplug: false\nrules: []\n", nil)
+	cfg := s.d.cfg
+	_, err := newDaemon(cfg)
+	if !errors.Is(err, mount.ErrLocked) || !strings.Contains(err.Error(), filepath.Join(s.dir, "state")) {
+		t.Errorf("second daemon: %v, want %v naming the state directory", err, mount.ErrLocked)
 	}
 }
