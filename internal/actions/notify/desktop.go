@@ -29,6 +29,11 @@ import (
 const (
 	notifyHelperEnv  = "HOTPLUGD_NOTIFY_HELPER"
 	notifyHelperMode = "desktop"
+	// notifyHelperArgv0 is the helper's argv[0]. The environment alone
+	// does not make a helper: `sudo -E hotplugd` keeps the caller's, and
+	// would then talk, as root, to a bus the caller chose. argv[0] is the
+	// daemon's to set, not a sudo caller's.
+	notifyHelperArgv0 = "hotplugd-notify"
 )
 
 // The notification as the daemon sends it (Desktop Notifications
@@ -261,13 +266,13 @@ func markupEscape(s string) string {
 }
 
 // RunNotifyHelper turns the process into the desktop-notification helper
-// when the daemon started it as one (see the comment at the top of
-// desktop.go) and exits; otherwise it returns at once. main calls it
+// when the daemon started it as one (see the package doc: argv[0] and the
+// environment both say so) and exits; otherwise it returns at once. main calls it
 // before anything else. The helper runs as a session's user, reads one
 // notification as JSON from stdin, calls Notify on the session bus named
 // by DBUS_SESSION_BUS_ADDRESS and prints the notification id.
 func RunNotifyHelper() {
-	if os.Getenv(notifyHelperEnv) != notifyHelperMode {
+	if len(os.Args) == 0 || os.Args[0] != notifyHelperArgv0 || os.Getenv(notifyHelperEnv) != notifyHelperMode {
 		return
 	}
 	err := notifyHelper(os.Stdin, os.Stdout, os.Getenv("DBUS_SESSION_BUS_ADDRESS"))

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hotplugd/hotplugd/internal/actions/run"
+	"golang.org/x/sys/unix"
 )
 
 // helperExe is the daemon's own binary as the kernel knows it: the
@@ -36,7 +37,7 @@ var errNotUsers = errors.New("not owned by the user")
 // it: when ctx is done the helper is killed.
 func (n *Notifier) runDesktopHelper(ctx context.Context, cred *run.Credential, address string, req []byte) (string, error) {
 	cmd := exec.CommandContext(ctx, helperExe, n.cfg.helperArgs...)
-	cmd.Args[0] = "hotplugd-notify"
+	cmd.Args[0] = notifyHelperArgv0
 	cmd.Env = []string{
 		notifyHelperEnv + "=" + notifyHelperMode,
 		"DBUS_SESSION_BUS_ADDRESS=" + address,
@@ -45,11 +46,14 @@ func (n *Notifier) runDesktopHelper(ctx context.Context, cred *run.Credential, a
 		"USER=" + cred.Name,
 		"LOGNAME=" + cred.Name,
 	}
+	cmd.Env = append(cmd.Env, n.cfg.helperEnv...)
 	cmd.Dir = "/"
 	cmd.Stdin = bytes.NewReader(req)
 	var stdout, stderr capBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // not the daemon's terminal signals
+	// A timeout kills the whole group: what the helper started goes too.
+	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }
 	switch euid := os.Geteuid(); {
 	case euid == 0:
 		// setgroups(2) is always called: with no Groups the helper gets

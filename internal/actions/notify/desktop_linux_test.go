@@ -21,6 +21,7 @@ import (
 	"github.com/godbus/dbus/v5"
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 
 	"github.com/hotplugd/hotplugd/internal/actions/run"
 	"github.com/hotplugd/hotplugd/internal/logtest"
@@ -549,5 +550,74 @@ func TestDesktopHelperInput(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), errHelperInput.Error()) {
 			t.Errorf("input %.20q: err %v, want %v", in, err, errHelperInput)
 		}
+	}
+}
+
+// forkingHelperEnv makes TestDesktopForkingHelperProcess a helper that
+// starts a child in its group and hangs, writing the child's pid to the
+// file the variable names.
+const forkingHelperEnv = "HOTPLUGD_TEST_FORKING_HELPER"
+
+// TestDesktopForkingHelperProcess is not a test: it is a desktop helper
+// that hangs after starting a child, when a test's Notifier runs it.
+func TestDesktopForkingHelperProcess(*testing.T) {
+	pidFile := os.Getenv(forkingHelperEnv)
+	if pidFile == "" || len(os.Args) == 0 || os.Args[0] != notifyHelperArgv0 {
+		return
+	}
+	child := exec.Command("/bin/sleep", "300")
+	if err := child.Start(); err != nil {
+		os.Exit(1)
+	}
+	os.WriteFile(pidFile, []byte(fmt.Sprint(child.Process.Pid)), 0o644)
+	select {}
+}
+
+// TestDesktopHelperGroupKilled: a helper that misses the deadline is
+// killed with its whole process group, children included.
+func TestDesktopHelperGroupKilled(t *testing.T) {
+	desktopNeeds(t)
+	base, runUser := desktopDir(t)
+	startBus(t, filepath.Join(runUser, fmt.Sprint(nobody), "bus"), nobody)
+	pidFile := filepath.Join(base, "child.pid")
+	if err := os.WriteFile(pidFile, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(pidFile, 0o666) // the helper runs as nobody
+	f := newNotifyFixture(t, func(c *NotifierConfig) {
+		c.RunUserDir = runUser
+		c.SystemBusAddress = "unix:path=" + filepath.Join(base, "no-system-bus")
+		c.DesktopTimeout = 500 * time.Millisecond
+		c.helperArgs = []string{"-test.run=^TestDesktopForkingHelperProcess$"}
+		c.helperEnv = []string{forkingHelperEnv + "=" + pidFile}
+	})
+	a, rule := f.action(t, desktopRule)
+	doQuickly(t, a, newTestContext(stickEvent(t, "STICK"), rule))
+	f.drain(t)
+	b, err := os.ReadFile(pidFile)
+	if err != nil || len(b) == 0 {
+		t.Fatalf("the helper started no child: %v", err)
+	}
+	var pid int
+	fmt.Sscan(string(b), &pid)
+	deadline := time.Now().Add(5 * time.Second)
+	for unix.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			unix.Kill(pid, unix.SIGKILL)
+			t.Fatalf("the helper's child %d outlived its killed helper", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestNotifyHelperNeedsArgv0: the environment alone does not make the
+// binary a helper; `sudo -E hotplugd ...` keeps the caller's.
+func TestNotifyHelperNeedsArgv0(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDesktopHelperProcess$", "-test.v")
+	cmd.Env = append(os.Environ(), notifyHelperEnv+"="+notifyHelperMode, "DBUS_SESSION_BUS_ADDRESS=unix:path=/nonexistent")
+	cmd.Stdin = strings.NewReader(`{"summary":"x"}`)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "PASS") || strings.Contains(string(out), "notify helper") {
+		t.Errorf("with only the environment set the binary acted as the helper: %v\n%s", err, out)
 	}
 }

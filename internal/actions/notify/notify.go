@@ -67,6 +67,8 @@ type NotifierConfig struct {
 	// helperArgs are the arguments of the desktop helper after argv[0];
 	// tests point the re-executed test binary at its helper test.
 	helperArgs []string
+	// helperEnv is added to the helper's environment, for tests too.
+	helperEnv []string
 }
 
 // NotifyStats counts what a Notifier did since it was made.
