@@ -2,9 +2,13 @@ package daemon
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
@@ -24,7 +28,7 @@ func (n notifier) send(state string) {
 }
 
 // ready says the socket is bound and the rules compiled.
-func (n notifier) ready(status string) { n.send("READY=1\nSTATUS=" + status) }
+func (n notifier) ready(status string) { n.send("READY=1\nSTATUS=" + statusLine(status)) }
 
 // reloading starts a reload; systemd ≥ 253 (Type=notify-reload) needs the
 // MONOTONIC_USEC of when it began.
@@ -32,7 +36,40 @@ func (n notifier) reloading() { n.send("RELOADING=1\n" + sd.SdNotifyMonotonicUse
 
 func (n notifier) stopping() { n.send("STOPPING=1\nSTATUS=stopping") }
 
-func (n notifier) status(s string) { n.send("STATUS=" + s) }
+func (n notifier) status(s string) { n.send("STATUS=" + statusLine(s)) }
+
+// maxStatus bounds STATUS=, in bytes: systemd drops a datagram larger
+// than its buffer whole, READY=1 with it.
+const maxStatus = 1024
+
+// statusLine makes s one line of UTF-8 for STATUS=: the status quotes
+// errors, and errors quote device strings, whose newlines would otherwise
+// start lines of their own in the datagram (WATCHDOG=trigger, STOPPING=1,
+// NOTIFYACCESS=all, ...). Controls, separators and other unprintable
+// characters become Go escapes (\n, \x00, \u2028), as do bytes that are
+// not UTF-8 (systemd ignores such a status) and the backslash itself; a
+// status longer than maxStatus is cut, with "…".
+func statusLine(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		var esc string
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD"): // a byte that is not UTF-8
+			esc = fmt.Sprintf(`\x%02x`, s[i])
+		case r == '\\' || !strconv.IsPrint(r):
+			q := strconv.QuoteRune(r)
+			esc = q[1 : len(q)-1]
+		default:
+			esc = string(r)
+		}
+		if b.Len()+len(esc) > maxStatus-len("…") {
+			b.WriteString("…")
+			break
+		}
+		b.WriteString(esc)
+	}
+	return b.String()
+}
 
 func (n notifier) watchdog() { n.send(sd.SdNotifyWatchdog) }
 

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path"
 	"slices"
-	"strings"
 
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
@@ -43,8 +42,12 @@ func (e *SkipError) Unwrap() []error { return e.Errs }
 // before children, siblings by name. Each is built from the device's
 // uevent file, with ACTION=add, DEVPATH, SUBSYSTEM (where its subsystem
 // link points), SEQNUM=0 and Source coldplug, and checked like a kernel
-// event. Devices without a subsystem link are left out: the kernel sends
-// no events for them (dev_uevent_filter). Symlinks are not followed.
+// event. The file is read as the kernel writes it (see ueventFile), so
+// that a newline in a device string continues its value rather than
+// starting a property, and MAJOR, MINOR and DEVNAME count only where the
+// "dev" attribute vouches for them. Devices without a subsystem link are left
+// out: the kernel sends no events for them (dev_uevent_filter). Symlinks
+// are not followed.
 //
 // A device that cannot be read is skipped, and the events come back with
 // a *SkipError; any other error means nothing could be enumerated.
@@ -133,17 +136,15 @@ func (w *walker) device(dir *os.Root, devpath string) {
 		w.skipped(devpath, err)
 		return
 	}
-	props := []uevent.Property{{Key: "ACTION", Value: "add"}, {Key: "DEVPATH", Value: devpath}, {Key: "SUBSYSTEM", Value: sub}}
-	if text != "" {
-		for line := range strings.SplitSeq(text, "\n") {
-			k, v, ok := strings.Cut(line, "=")
-			if !ok {
-				w.skipped(devpath, fmt.Errorf("%w: line %q", errBadUevent, line))
-				return
-			}
-			props = append(props, uevent.Property{Key: k, Value: v})
-		}
+	u := ueventFile{dir: dir, name: path.Base(devpath), subsystem: sub, buf: w.buf}
+	file, err := u.props(text)
+	if err != nil {
+		w.skipped(devpath, err)
+		return
 	}
+	props := make([]uevent.Property, 0, len(file)+4)
+	props = append(props, uevent.Property{Key: "ACTION", Value: "add"}, uevent.Property{Key: "DEVPATH", Value: devpath}, uevent.Property{Key: "SUBSYSTEM", Value: sub})
+	props = append(props, file...)
 	props = append(props, uevent.Property{Key: "SEQNUM", Value: "0"})
 	ev, err := uevent.FromProps(props)
 	if err != nil {

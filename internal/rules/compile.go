@@ -93,6 +93,9 @@ func compile(src string, m mode) (compiled, []exprProblem) {
 			return compiled{}, []exprProblem{{0, fmt.Sprintf("expression yields %s; want a string, number or bool", t)}}
 		}
 	}
+	if p := checkAlloc(tree.Node); p != nil {
+		return compiled{}, []exprProblem{*p}
+	}
 	c.prog = prog
 	var probs []exprProblem
 	walk(tree.Node, func(n ast.Node) {
@@ -213,8 +216,9 @@ type prefilter struct {
 //
 // and the same for subsystem. Only conjuncts are used: when one of them
 // is false the whole expression is false, so a rule whose sets exclude
-// the event cannot match it. A `let` at the top hides everything, since it
-// may shadow the names.
+// the event cannot match it. The body of a `let` at the top is the
+// expression's value, so its conjuncts count too (expr refuses a let that
+// would shadow action or subsystem; so does this).
 //
 // It also returns the conjuncts it used.
 func prefilterOf(n ast.Node) (prefilter, []ast.Node) {
@@ -225,6 +229,12 @@ func prefilterOf(n ast.Node) (prefilter, []ast.Node) {
 		if b, ok := n.(*ast.BinaryNode); ok && (b.Operator == "&&" || b.Operator == "and") {
 			conj(b.Left)
 			conj(b.Right)
+			return
+		}
+		if v, ok := n.(*ast.VariableDeclaratorNode); ok {
+			if !filtered(v.Name) {
+				conj(v.Expr)
+			}
 			return
 		}
 		name, set, ok := constraint(n)

@@ -223,6 +223,8 @@ func TestPrefilter(t *testing.T) {
 		{`action == "add" and subsystem == "net" and devname != ""`, []string{"add"}, []string{"net"}},
 		{`action == "add" && action == "remove"`, []string{}, nil}, // can never match
 		{`action in ["add", "change"] && action != "change" && action == "add"`, []string{"add"}, nil},
+		{`let x = fs.label; let y = x + "-"; action == "add" && subsystem == "block" && y != "-"`, []string{"add"}, []string{"block"}},
+		{`let x = 1; devtype == "disk" && (let y = 2; action == "add")`, []string{"add"}, nil}, // a let is its body
 		// Not conjuncts, or not literal: no filter.
 		{`action == "add" || subsystem == "block"`, nil, nil},
 		{`!(action == "add")`, nil, nil},
@@ -259,6 +261,8 @@ func TestPrefilterSound(t *testing.T) {
 		`action == "add" || subsystem == "block"`,
 		`subsystem == "block" && (action == "add" || devtype == "disk")`,
 		`subsystem in ["tty"] && glob("ttyUSB*", devname)`,
+		`let x = devname; subsystem == "block" && action == "add" && x != ""`,
+		`let x = devtype; let y = x + "1"; action in ["add", "change"] && y != "1"`,
 	}
 	base := capture(t, "loop0p1-partition-add.kernel")
 	subsystems := []string{"block", "net", "usb", "tty", "power_supply", "input"}

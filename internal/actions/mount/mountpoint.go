@@ -24,8 +24,13 @@ const fallbackName = "disk"
 // options, over-long labels (udisks CVE-2014-0004 overflowed on a long
 // mount path). Sanitizing keeps the name to exactly one component:
 //   - '/', NUL, every control character (C0, DEL, C1; so \n and \t too),
-//     quotes (' " `), backslash and the Unicode bidi controls (which make a
-//     name display differently from what it is) become '_';
+//     quotes (' " `), backslash, every format character (Unicode Cf: the
+//     bidi controls, which reorder how a name is shown, and the invisible
+//     ones: zero-width space and joiners U+200B-U+200D, word joiner
+//     U+2060, BOM U+FEFF, U+180E, soft hyphen, tags) and the line and
+//     paragraph separators U+2028 and U+2029 become '_', so that no name
+//     looks like another ("BACKUP\u200b" is mounted at "BACKUP_", not at
+//     what looks like "BACKUP");
 //   - every byte of invalid UTF-8 becomes '_';
 //   - surrounding white space is trimmed;
 //   - "", "." and ".." are never used: the next candidate is taken;
@@ -79,13 +84,10 @@ func unsafeRune(r rune) bool {
 	switch r {
 	case '/', '\\', '\'', '"', '`':
 		return true
-	// Bidi embedding, override and isolate controls, and the marks:
-	// they reorder how the rest of a name, or of a log line, is shown.
-	case '\u061c', '\u200e', '\u200f', '\u202a', '\u202b', '\u202c', '\u202d',
-		'\u202e', '\u2066', '\u2067', '\u2068', '\u2069':
-		return true
 	}
-	return unicode.IsControl(r) // NUL, \t, \n, DEL, C1, ...
+	// NUL, \t, \n, DEL, C1, ...; bidi controls, zero-width characters,
+	// BOM, ...; U+2028 and U+2029.
+	return unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
 }
 
 // truncateName cuts name to at most max bytes without splitting a UTF-8

@@ -34,6 +34,18 @@ func TestMountNameSanitize(t *testing.T) {
 		{name: "C1 control", label: "a\u0085b", want: "a_b"},
 		{name: "bidi override", label: "abc\u202egpj.exe", want: "abc_gpj.exe"},
 		{name: "quotes and backslash", label: `a'b"c\d`, want: "a_b_c_d"},
+		// Invisible characters would make BACKUP\u200b look like BACKUP.
+		{name: "zero width space", label: "BACKUP\u200b", want: "BACKUP_"},
+		{name: "zero width joiner", label: "BACK\u200dUP", want: "BACK_UP"},
+		{name: "zero width non-joiner", label: "BACK\u200cUP", want: "BACK_UP"},
+		{name: "word joiner", label: "BACKUP\u2060", want: "BACKUP_"},
+		{name: "byte order mark", label: "\ufeffBACKUP", want: "_BACKUP"},
+		{name: "mongolian vowel separator", label: "BACKUP\u180e", want: "BACKUP_"},
+		{name: "soft hyphen", label: "BACK\u00adUP", want: "BACK_UP"},
+		{name: "invisible tag character", label: "BACKUP\U000e0041", want: "BACKUP_"},
+		{name: "inner line separator", label: "BACK\u2028UP", want: "BACK_UP"},
+		{name: "inner paragraph separator", label: "BACK\u2029UP", want: "BACK_UP"},
+		{name: "arabic letter mark", label: "a\u061cb", want: "a_b"},
 		{name: "looks like mount options", label: "a,uid=0,exec", want: "a,uid=0,exec"},
 		{name: "invalid UTF-8", label: "ab\xff\xfecd", want: "ab__cd"},
 		{name: "valid replacement char kept", label: "a\uFFFDb", want: "a\uFFFDb"},
@@ -99,7 +111,7 @@ func TestMountNameSuffix(t *testing.T) {
 }
 
 func FuzzMountName(f *testing.F) {
-	for _, s := range []string{"BACKUP", "..", ".", "a/../b", "\xff", "a,uid=0", strings.Repeat("é", 200), ".x", "\u202e"} {
+	for _, s := range []string{"BACKUP", "..", ".", "a/../b", "\xff", "a,uid=0", strings.Repeat("é", 200), ".x", "\u202e", "BACKUP\u200b", "a\u2028b"} {
 		f.Add(s, "", "sdb1")
 	}
 	f.Fuzz(func(t *testing.T, label, uuid, devname string) {
