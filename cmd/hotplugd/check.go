@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/hotplugd/hotplugd/internal/rules"
 )
@@ -57,13 +56,13 @@ func loadRules(path string, stderr io.Writer) (*rules.RuleSet, error) {
 // could change the file: the daemon refuses such a file, since it decides
 // what runs as root, so check says so before it is deployed.
 func warnPermissions(path string, stderr io.Writer) {
-	problems, err := rules.UnsafePermissions(path, os.Getuid())
+	problems, err := rules.UnsafePermissions(path, 0) // as the daemon, root, sees it
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: warning: cannot check permissions: %v\n", path, err)
 		return
 	}
 	for _, p := range problems {
-		fmt.Fprintf(stderr, "%s: warning: %s; the daemon will refuse it\n", path, p)
+		fmt.Fprintf(stderr, "%s: warning: %s; the daemon, as root, will refuse it\n", path, p)
 	}
 }
 

@@ -41,7 +41,7 @@ func TestCheck(t *testing.T) {
 				bad + ":6:11: rule \"a\": duplicate rule name (first at line 4)\n" +
 				bad + ":8:16: rule \"a\": unknown action \"exec\" (want run, mount, unmount or notify)\n"},
 		{"writable by others", []string{"check", "--config", open}, 0, open + ": ok, 0 rules\n",
-			open + ": warning: file " + open + " is writable by its group and others (mode 0666); the daemon will refuse it\n"},
+			open + ": warning: file " + open + " is writable by its group and others (mode 0666); the daemon, as root, will refuse it\n"},
 		{"missing", []string{"check", "--config", filepath.Join(dir, "nope.yaml")}, 1, "",
 			"hotplugd: open " + filepath.Join(dir, "nope.yaml") + ": no such file or directory\n"},
 		{"stray argument", []string{"check", "x"}, 2, "", "hotplugd check: unexpected argument \"x\"\n"},
@@ -117,5 +117,80 @@ func TestShippedConfigs(t *testing.T) {
 	}
 	if got, code := runCmd(t, "check", "--config", p); code != 0 || !strings.Contains(got, ": ok, 2 rules") {
 		t.Errorf("the commented-out rule of configs/rules.yaml, uncommented:\n%s\n%s", strings.Join(out, "\n"), got)
+	}
+}
+
+// TestCheckSymlinkLayouts: a rules file reached through a directory
+// another user owns, as given or as a symlink leads, draws the warning
+// that the daemon will refuse it.
+func TestCheckSymlinkLayouts(t *testing.T) {
+	top := symlinkTop(t)
+	real := filepath.Join(top, "etc", "rules.yaml")
+	user := filepath.Join(top, "user")
+	// Layout 1: user/sub/rules.yaml, a symlink to root's file.
+	sub := filepath.Join(user, "sub")
+	mkdirs(t, sub)
+	if err := os.Symlink(real, filepath.Join(sub, "rules.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	// Layout 2: conf -> user/conf, root's symlink into a user's directory.
+	mkdirs(t, filepath.Join(user, "conf"))
+	copyFile(t, real, filepath.Join(user, "conf", "rules.yaml"))
+	if err := os.Symlink(filepath.Join(user, "conf"), filepath.Join(top, "conf")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(user, 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{filepath.Join(sub, "rules.yaml"), filepath.Join(top, "conf", "rules.yaml")} {
+		got, code := runCmd(t, "check", "--config", path)
+		if code != 0 || !strings.Contains(got, "warning: directory "+user+" is owned by uid 1000") ||
+			!strings.Contains(got, "the daemon, as root, will refuse it") {
+			t.Errorf("check %s: exit %d\n%s", path, code, got)
+		}
+	}
+	if got, _ := runCmd(t, "check", "--config", real); strings.Contains(got, "warning") {
+		t.Errorf("check of the file itself warns:\n%s", got)
+	}
+}
+
+// symlinkTop is a root-owned directory holding etc/rules.yaml and user/,
+// for the symlink layouts; it needs root to hand directories to uid 1000.
+func symlinkTop(t *testing.T) string {
+	t.Helper()
+	if os.Getuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("prerequisite missing: root")
+		}
+		t.Skip("needs root")
+	}
+	top := t.TempDir()
+	if err := os.Chmod(top, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mkdirs(t, filepath.Join(top, "etc"), filepath.Join(top, "user"))
+	if err := os.WriteFile(filepath.Join(top, "etc", "rules.yaml"), []byte("rules: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return top
+}
+
+func mkdirs(t *testing.T, dirs ...string) {
+	t.Helper()
+	for _, d := range dirs {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

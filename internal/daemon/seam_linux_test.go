@@ -75,12 +75,10 @@ const fixtureSys = "../device/testdata/sys"
 func startSeam(t *testing.T, rulesYAML string, mod func(*Config)) *seam {
 	t.Helper()
 	s := &seam{src: newFakeSource(), dir: t.TempDir(), done: make(chan error, 1)}
-	s.rules = filepath.Join(s.dir, "rules.yaml")
-	s.writeRules(t, rulesYAML)
 	log, recs := logtest.New(t)
 	s.recs = recs
 	cfg := Config{
-		RulesPath:   s.rules,
+		RulesPath:   filepath.Join(s.dir, "rules.yaml"),
 		Roots:       host.Roots{Sys: fixtureSys},
 		StopTimeout: 2 * time.Second,
 		Logger:      log,
@@ -91,6 +89,8 @@ func startSeam(t *testing.T, rulesYAML string, mod func(*Config)) *seam {
 	if mod != nil {
 		mod(&cfg)
 	}
+	s.rules = cfg.RulesPath
+	s.writeRules(t, rulesYAML)
 	d, err := newDaemon(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -392,5 +392,81 @@ func TestSeamSingleInstance(t *testing.T) {
 	_, err := newDaemon(cfg)
 	if !errors.Is(err, mount.ErrLocked) || !strings.Contains(err.Error(), filepath.Join(s.dir, "state")) {
 		t.Errorf("second daemon: %v, want %v naming the state directory", err, mount.ErrLocked)
+	}
+}
+
+// TestSeamReloadRefusesUnsafePath: a reload through a path someone else
+// could change is refused and the rules in force stay, in both symlink
+// layouts: a file below a user's directory, and root's symlink leading
+// into one.
+func TestSeamReloadRefusesUnsafePath(t *testing.T) {
+	need(t, os.Geteuid() == 0, "root, to hand directories to uid 1000")
+	top := t.TempDir()
+	os.Chmod(top, 0o755)
+	user, safe := filepath.Join(top, "user"), filepath.Join(top, "safe")
+	for _, d := range []string{filepath.Join(user, "sub"), filepath.Join(user, "conf"), safe} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const yaml = `
+  coldplug: false
+rules:
+  - name: old
+    match: subsystem == "net"
+    actions:
+      - run: {argv: [/bin/sh, -c, 'echo ran > {{dir}}/ran-$HOTPLUG_SEQNUM']}
+`
+	for i, layout := range []struct {
+		name, path string
+		unsafe     func(t *testing.T)
+	}{
+		{"file below a user's directory", filepath.Join(user, "sub", "rules.yaml"), func(t *testing.T) {
+			if err := os.Chown(user, 1000, 1000); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"symlink into a user's directory", filepath.Join(top, "conf", "rules.yaml"), func(t *testing.T) {
+			if err := os.Remove(filepath.Join(top, "conf")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(filepath.Join(user, "conf"), filepath.Join(top, "conf")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(user, 1000, 1000); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(layout.name, func(t *testing.T) {
+			os.Chown(user, 0, 0)
+			if i == 1 {
+				os.Symlink(safe, filepath.Join(top, "conf"))
+			}
+			s := startSeam(t, yaml, func(c *Config) { c.RulesPath = layout.path })
+			if i == 1 {
+				copyTo(t, filepath.Join(safe, "rules.yaml"), filepath.Join(user, "conf", "rules.yaml"))
+			}
+			layout.unsafe(t)
+			s.d.reload()
+			if st := s.d.status(); !strings.Contains(st, "reload failed: refusing "+layout.path) {
+				t.Errorf("STATUS= after reloading through an unsafe path: %q", st)
+			}
+			s.send(t, "change", "/devices/virtual/net/lo", "net", 1)
+			if got := waitContent(t, filepath.Join(s.dir, "ran-1")); got != "ran\n" {
+				t.Errorf("the rules in force ran %q", got)
+			}
+		})
+	}
+}
+
+func copyTo(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -173,20 +173,28 @@ func (s *sysfsView) parentList(sys *os.Root, devpath string) []parent {
 		if !ue.ok {
 			continue
 		}
-		p := parent{level: i, devtype: ueventValue(ue.v, "DEVTYPE")}
+		p := parent{level: i}
 		if t, err := s.dirs[i].Readlink("subsystem"); err == nil {
 			p.subsystem = path.Base(t)
 		}
+		p.devtype = parentDevType(s.dirs[i], path.Base(s.rel[i]), p.subsystem, ue.v)
 		s.parents = append(s.parents, p)
 	}
 	return s.parents
 }
 
-// ueventValue returns the value of key in the text of a uevent file.
-func ueventValue(text, key string) string {
-	for line := range strings.SplitSeq(text, "\n") {
-		if k, v, ok := strings.Cut(line, "="); ok && k == key {
-			return v
+// parentDevType is the DEVTYPE of a parent's uevent file, read as
+// coldplug reads it: a line a device string forged (an input device's
+// NAME holding "\nDEVTYPE=usb_device") does not count.
+func parentDevType(dir *os.Root, name, subsystem, text string) string {
+	u := ueventFile{dir: dir, name: name, subsystem: subsystem, buf: make([]byte, MaxAttrSize+1)}
+	props, err := u.props(text)
+	if err != nil {
+		return ""
+	}
+	for _, p := range props {
+		if p.Key == "DEVTYPE" {
+			return p.Value
 		}
 	}
 	return ""

@@ -1,6 +1,7 @@
 package device
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -215,4 +216,30 @@ func FuzzUeventFile(f *testing.F) {
 			t.Errorf("props %q do not make up the file %q", props, text)
 		}
 	})
+}
+
+// TestHasParentDevTypeForged: a parent's DEVTYPE is read as coldplug
+// reads its uevent file, so an input device named "x\nDEVTYPE=usb_device"
+// does not make has_parent("input", "usb_device") true for its event node.
+func TestHasParentDevTypeForged(t *testing.T) {
+	const name = "x\nDEVTYPE=usb_device\nZ="
+	in := "/devices/virtual/input/input9"
+	root := tree(t, map[string]string{
+		in + "/uevent":        "PRODUCT=0/0/0/0\nNAME=\"" + name + "\"\nPROP=0\n",
+		in + "/name":          name + "\n",
+		in + "/event9/uevent": "MAJOR=13\nMINOR=73\nDEVNAME=input/event9\n",
+		in + "/event9/dev":    "13:73\n",
+	}, map[string]string{
+		in + "/subsystem":        "../../../../class/input",
+		in + "/event9/subsystem": "../../../../../class/input",
+	})
+	m := newManager(t, Config{Roots: host.Roots{Sys: root}})
+	d := m.For(context.Background(), event(t, "add", in+"/event9", "SUBSYSTEM=input", "DEVNAME=input/event9"))
+	defer d.Done()
+	if !d.HasParent("input", "") {
+		t.Fatal("the input device is not seen as the event node's parent")
+	}
+	if d.HasParent("input", "usb_device") {
+		t.Error(`has_parent("input", "usb_device") is true: the device's name chose its parent's DEVTYPE`)
+	}
 }
