@@ -84,15 +84,16 @@ type ruleState struct {
 }
 
 type daemon struct {
-	cfg    Config
-	log    *slog.Logger
-	sd     notifier
-	src    eventSource
-	devs   *device.Manager
-	deps   *actions.Deps
-	disp   *dispatcher
-	state  atomic.Pointer[ruleState]
-	errLog ratelimit.Keyed
+	cfg      Config
+	log      *slog.Logger
+	sd       notifier
+	src      eventSource
+	devs     *device.Manager
+	deps     *actions.Deps
+	disp     *dispatcher
+	state    atomic.Pointer[ruleState]
+	errLog   ratelimit.Keyed
+	inflight inflight
 
 	// actx is the context of running actions; it outlives intake so
 	// SIGTERM can let them finish.
@@ -266,7 +267,7 @@ func (d *daemon) status() string {
 		mounts = len(d.deps.Mounter.Entries())
 	}
 	s := fmt.Sprintf("%d rules; %d events; actions %d ok, %d failed; %d mounts",
-		len(st.rs.Rules), d.handled.Load(), d.actionsOK.Load(), d.actionsFailed.Load(), mounts)
+		len(st.rs.Rules), d.handled.Load(), d.actionsOK.Load(), d.actionsFailed.Load(), mounts) + d.trouble()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.lastErr != "" {

@@ -36,7 +36,9 @@ func (d *daemon) handle(ctx context.Context, ev *uevent.Event) {
 	defer func() { clear(*buf); d.matched.Put(buf) }()
 	*buf = st.rs.AppendMatched((*buf)[:0], ev, dev)
 	if len(*buf) > 0 || ev.Action == "remove" && ev.Subsystem == "block" {
+		end := d.inflight.begin(ev, *buf)
 		st.acts.Run(d.actx, ev, dev, *buf, eventObserver{d: d, ev: ev})
+		end()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/hotplugd/hotplugd/internal/host"
 	"github.com/hotplugd/hotplugd/internal/listener"
 	"github.com/hotplugd/hotplugd/internal/logtest"
+	"github.com/hotplugd/hotplugd/internal/looptest"
 	"github.com/hotplugd/hotplugd/internal/rules"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
@@ -468,5 +470,98 @@ func copyTo(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSeamStuckWorker: an event whose action outlives every timeout
+// (here one that ignores SIGTERM, with a grace longer than its budget)
+// shows in STATUS=, and once every worker is stuck the watchdog is not
+// fed, so systemd restarts the daemon.
+func TestSeamStuckWorker(t *testing.T) {
+	dir, err := os.MkdirTemp("", "hpwd") // short: sun_path is 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", "200000")
+	t.Setenv("WATCHDOG_PID", fmt.Sprint(os.Getpid()))
+
+	s := startSeam(t, `
+  coldplug: false
+  workers: 1
+rules:
+  - name: stubborn
+    match: subsystem == "net"
+    actions:
+      - run: {argv: [/bin/sh, -c, 'trap "" TERM; echo > {{dir}}/started; sleep 30'], timeout: 100ms}
+`, func(c *Config) { c.StopTimeout = 100 * time.Millisecond })
+	s.d.inflight.slack = 200 * time.Millisecond
+	pings := func(window time.Duration) int {
+		n := 0
+		buf := make([]byte, 4096)
+		for end := time.Now().Add(window); time.Now().Before(end); {
+			conn.SetReadDeadline(end)
+			m, err := conn.Read(buf)
+			if err != nil {
+				break
+			}
+			if strings.Contains(string(buf[:m]), "WATCHDOG=1") {
+				n++
+			}
+		}
+		return n
+	}
+	if n := pings(500 * time.Millisecond); n == 0 {
+		t.Fatal("no watchdog ping while idle")
+	}
+	s.send(t, "change", "/devices/virtual/net/lo", "net", 1)
+	waitContent(t, filepath.Join(s.dir, "started"))
+	time.Sleep(400 * time.Millisecond) // past 100ms + 200ms
+	if st := s.d.status(); !strings.Contains(st, "1 worker stuck past their deadline") {
+		t.Errorf("STATUS= with a stuck worker: %q", st)
+	}
+	pings(50 * time.Millisecond) // those sent before the deadline passed
+	if n := pings(600 * time.Millisecond); n != 0 {
+		t.Errorf("%d watchdog pings with every worker stuck, want none", n)
+	}
+}
+
+// TestSeamUnkillableAction: an action asleep in the kernel (reading a
+// stalled disk) does not die of SIGKILL; its worker is freed all the
+// same, the device's next event is handled, and STATUS= counts the
+// process left behind until it is gone.
+func TestSeamUnkillableAction(t *testing.T) {
+	dev := looptest.Stall(t)
+	s := startSeam(t, `
+  coldplug: false
+rules:
+  - name: stuck
+    match: subsystem == "net" && seqnum == 1
+    actions:
+      - run: {argv: [`+strings.Join(dev.ReadArgv(), ", ")+`], timeout: 200ms}
+  - name: next
+    match: subsystem == "net" && seqnum == 2
+    actions:
+      - run: {argv: [/bin/sh, -c, 'echo > {{dir}}/next']}
+`, nil)
+	s.d.deps.Runner.Grace = 200 * time.Millisecond // before any event: read per action
+	s.send(t, "change", "/devices/virtual/net/lo", "net", 1)
+	s.send(t, "change", "/devices/virtual/net/lo", "net", 2)
+	waitContent(t, filepath.Join(s.dir, "next"))
+	if st := s.d.status(); !strings.Contains(st, "1 process left behind, alive after SIGKILL") {
+		t.Errorf("STATUS= with a process left behind: %q", st)
+	}
+	dev.Resume()
+	for deadline := time.Now().Add(10 * time.Second); strings.Contains(s.d.status(), "alive after SIGKILL"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("STATUS= still says %q after the disk answered", s.d.status())
+		}
 	}
 }

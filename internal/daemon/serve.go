@@ -90,10 +90,7 @@ func (d *daemon) loop(ctx context.Context, s *serving, hup <-chan os.Signal) err
 		case <-s.resync:
 			d.startResync(s)
 		case <-wdTick:
-			// Stats takes the dispatcher's lock: a wedged dispatcher stops
-			// the pings and systemd restarts the service.
-			d.disp.Stats()
-			d.sd.watchdog()
+			d.watchdog()
 		case <-statusTick.C:
 			if st := d.status(); st != lastStatus {
 				d.sd.status(st)
@@ -101,6 +98,19 @@ func (d *daemon) loop(ctx context.Context, s *serving, hup <-chan os.Signal) err
 			}
 		}
 	}
+}
+
+// watchdog pings systemd's watchdog while the daemon can make progress.
+// Stats takes the dispatcher's lock: a wedged dispatcher stops the pings,
+// and so do workers that are all stuck; systemd then restarts the
+// service.
+func (d *daemon) watchdog() {
+	d.disp.Stats()
+	if n := d.inflight.stuck(time.Now()); n >= d.state.Load().rs.Settings.Workers {
+		d.log.Error("every worker is stuck past its deadline: no watchdog ping", "stuck", n)
+		return
+	}
+	d.sd.watchdog()
 }
 
 // startResync runs one resync at a time; overruns meanwhile make it go

@@ -50,6 +50,9 @@ type Stats struct {
 	Evictions   uint64 // devices dropped from a full database
 	Probes      uint64 // blkid runs
 	ProbeErrors uint64 // blkid runs that failed or timed out
+	// ProbesLeftBehind are blkid processes that did not die of SIGKILL
+	// (a disk whose reads hang) and are still there.
+	ProbesLeftBehind int64
 }
 
 // Manager holds the configuration and the device database, and makes a
@@ -67,9 +70,10 @@ type Manager struct {
 	// probe runs blkid; tests replace it.
 	probe func(ctx context.Context, devnode string) (uevent.FS, error)
 
-	db          db
-	probes      atomic.Uint64
-	probeErrors atomic.Uint64
+	db           db
+	probes       atomic.Uint64
+	probeErrors  atomic.Uint64
+	probesLeaked atomic.Int64 // blkid processes left behind, not dead yet
 }
 
 // New opens the sysfs root and returns a Manager. Close releases it.
@@ -109,7 +113,7 @@ func New(cfg Config) (*Manager, error) {
 		if err := checkBlockDevice(devnode); err != nil {
 			return uevent.FS{}, err
 		}
-		return blkidProbe(ctx, m.blkid, devnode)
+		return blkidProbe(ctx, m.blkid, devnode, &m.probesLeaked)
 	}
 	return m, nil
 }
@@ -139,6 +143,8 @@ func (m *Manager) Stats() Stats {
 		Evictions:   ev,
 		Probes:      m.probes.Load(),
 		ProbeErrors: m.probeErrors.Load(),
+
+		ProbesLeftBehind: m.probesLeaked.Load(),
 	}
 }
 

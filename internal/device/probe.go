@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hotplugd/hotplugd/internal/uevent"
@@ -31,10 +32,20 @@ var (
 	errProbeBig    = errors.New("blkid output too large")
 )
 
+// probeAbandon is how long a killed blkid may take to die before it is
+// left behind: on a disk whose reads hang it sleeps uninterruptibly, and
+// SIGKILL waits for the read.
+const probeAbandon = 2 * time.Second
+
+// errProbeStuck: blkid did not die of SIGKILL; it was left behind.
+var errProbeStuck = errors.New("blkid does not die (uninterruptible sleep on the device?); left behind")
+
 // blkidProbe runs blkid on devnode, directly (no shell) and with a clean
 // environment, and decodes what it prints. Nothing found, or more than
-// one signature (blkid cannot tell which is real), is the zero FS.
-func blkidProbe(ctx context.Context, blkid, devnode string) (uevent.FS, error) {
+// one signature (blkid cannot tell which is real), is the zero FS. When
+// ctx ends blkid is killed; one that does not die is left behind, counted
+// in leaked until it is reaped.
+func blkidProbe(ctx context.Context, blkid, devnode string, leaked *atomic.Int64) (uevent.FS, error) {
 	stdout := boundedBuffer{max: maxProbeOutput}
 	stderr := boundedBuffer{max: 512}
 	cmd := exec.CommandContext(ctx, blkid, append(blkidArgs[:len(blkidArgs):len(blkidArgs)], devnode)...)
@@ -42,7 +53,10 @@ func blkidProbe(ctx context.Context, blkid, devnode string) (uevent.FS, error) {
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = time.Second // blkid forks nothing; don't wait on pipes after a kill
-	err := cmd.Run()
+	err := runBounded(ctx, cmd, leaked)
+	if errors.Is(err, errProbeStuck) {
+		return uevent.FS{}, fmt.Errorf("blkid %s: %w", devnode, err)
+	}
 	if ctx.Err() != nil {
 		return uevent.FS{}, fmt.Errorf("blkid %s: %w", devnode, ctx.Err())
 	}
@@ -63,6 +77,29 @@ func blkidProbe(ctx context.Context, blkid, devnode string) (uevent.FS, error) {
 		return uevent.FS{}, fmt.Errorf("blkid %s: %w", devnode, err)
 	}
 	return fs, nil
+}
+
+// runBounded runs cmd, waiting no longer than probeAbandon once ctx is
+// done (CommandContext has killed it by then).
+func runBounded(ctx context.Context, cmd *exec.Cmd, leaked *atomic.Int64) error {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(probeAbandon):
+	}
+	leaked.Add(1)
+	go func() { <-done; leaked.Add(-1) }()
+	return errProbeStuck
 }
 
 // parseBlkid decodes `blkid -o udev` output strictly: KEY=VALUE lines,

@@ -44,6 +44,10 @@ var (
 	// ErrBadRequest: the request cannot be run (empty or malformed argv,
 	// malformed environment).
 	ErrBadRequest = errors.New("bad run request")
+	// ErrUnkillable: the action was stopped, but its process did not die
+	// of SIGKILL (it sleeps uninterruptibly, in the kernel); it was left
+	// behind so the daemon can go on.
+	ErrUnkillable = errors.New("process does not die")
 	// ErrCommandNotFound: argv[0] is not an executable file.
 	ErrCommandNotFound = errors.New("command not found")
 )
@@ -134,7 +138,13 @@ type Runner struct {
 	// Path is the children's PATH and where bare command names are looked
 	// up. Default DefaultPath.
 	Path string
+
+	leaked atomic.Int64 // processes left behind, not dead yet
 }
+
+// Leaked is how many processes of stopped actions did not die of SIGKILL
+// and were left behind, and are still there.
+func (r *Runner) Leaked() int64 { return r.leaked.Load() }
 
 func (r *Runner) log() *slog.Logger {
 	if r.Log == nil {

@@ -52,8 +52,12 @@ func (r *Runner) run(ctx context.Context, req *RunRequest, path string, env []st
 	}
 	res.PID = cmd.Process.Pid
 	g.pid = res.PID
-	werr := waitLeader(cmd, g)
+	werr, abandoned := r.waitLeader(runCtx, req, cmd, g)
 	res.Duration = time.Since(start)
+	if abandoned {
+		res.TimedOut = errors.Is(context.Cause(runCtx), errRunTimeout)
+		return res, fmt.Errorf("run %s: %w: pid %d still there %v after it was stopped, left behind", path, ErrUnkillable, res.PID, r.abandonAfter())
+	}
 	if runReapGroup(res.PID, time.Now().Add(r.grace())) {
 		r.log().WarnContext(ctx, "run: processes of the action's group still alive after SIGKILL",
 			"rule", req.Rule, "pid", res.PID)
@@ -92,10 +96,44 @@ func (r *Runner) command(ctx context.Context, req *RunRequest, path string, env 
 	return cmd, g
 }
 
-// waitLeader waits for the leader to exit without reaping it (WNOWAIT),
+// waitLeader waits for the leader as reapLeader does, but once the action
+// was stopped (ctx done: SIGTERM, then after Grace SIGKILL) no longer than
+// abandonAfter: a process in uninterruptible sleep (sync on a stalled
+// stick) does not die of SIGKILL, and must not hold the worker and its
+// device's queue, the remove that would clean up included. It is then
+// left behind, counted (Leaked) and still reaped when it finally exits.
+func (r *Runner) waitLeader(ctx context.Context, req *RunRequest, cmd *exec.Cmd, g *runGroup) (err error, abandoned bool) {
+	done := make(chan error, 1)
+	go func() { done <- reapLeader(cmd, g) }()
+	select {
+	case err := <-done:
+		return err, false
+	case <-ctx.Done():
+	}
+	select {
+	case err := <-done:
+		return err, false
+	case <-time.After(r.abandonAfter()):
+	}
+	r.leaked.Add(1)
+	r.log().Error("run: the action's process did not die of SIGKILL (uninterruptible sleep); left behind",
+		"rule", req.Rule, "pid", g.pid, "leaked", r.leaked.Load())
+	go func() {
+		<-done
+		r.leaked.Add(-1)
+		r.log().Warn("run: a process left behind has exited", "rule", req.Rule, "pid", g.pid)
+	}()
+	return nil, true
+}
+
+// abandonAfter is how long a stopped action's leader may take to die:
+// SIGTERM's grace, then as long again after SIGKILL, and a second.
+func (r *Runner) abandonAfter() time.Duration { return 2*r.grace() + time.Second }
+
+// reapLeader waits for the leader to exit without reaping it (WNOWAIT),
 // so its pid, and with it the group id, stays ours while the group is
 // killed; then it reaps it and waits for the output (up to WaitDelay).
-func waitLeader(cmd *exec.Cmd, g *runGroup) error {
+func reapLeader(cmd *exec.Cmd, g *runGroup) error {
 	var werr error
 	for {
 		var info unix.Siginfo

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hotplugd/hotplugd/internal/logtest"
+	"github.com/hotplugd/hotplugd/internal/looptest"
 )
 
 // runHelperEnv switches the test binary into TestRunHelperProcess when it
@@ -689,4 +690,40 @@ func (w *runLockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.w.Write(p)
+}
+
+// TestRunUnkillable: an action stuck in uninterruptible sleep (a read of
+// a stalled device) does not die of SIGKILL. Run gives up on it after the
+// grace periods, counts it as left behind, and returns, so the worker is
+// free; once the device answers the process is reaped and uncounted.
+func TestRunUnkillable(t *testing.T) {
+	dev := looptest.Stall(t)
+	log, _ := logtest.New(t)
+	r := &Runner{Log: log, Grace: 200 * time.Millisecond}
+	start := time.Now()
+	res, err := r.Run(context.Background(), RunRequest{Argv: dev.ReadArgv(), Rule: "stuck", Timeout: 300 * time.Millisecond})
+	took := time.Since(start)
+	if !errors.Is(err, ErrUnkillable) {
+		t.Fatalf("Run: %v (%+v), want %v", err, res, ErrUnkillable)
+	}
+	if took > 5*time.Second {
+		t.Errorf("Run returned after %v", took)
+	}
+	if r.Leaked() != 1 {
+		t.Errorf("Leaked() = %d, want 1", r.Leaked())
+	}
+	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", res.PID)); !strings.Contains(string(b), ") D ") {
+		t.Errorf("the process left behind is not in uninterruptible sleep: %q", b)
+	}
+	dev.Resume()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.Leaked() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the process left behind was never reaped")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := unix.Kill(res.PID, 0); !errors.Is(err, unix.ESRCH) {
+		t.Errorf("pid %d still exists (a zombie?): %v", res.PID, err)
+	}
 }
