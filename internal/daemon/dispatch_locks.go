@@ -1,0 +1,288 @@
+package daemon
+
+import (
+	"context"
+	"strings"
+
+	"github.com/hotplugd/hotplugd/internal/uevent"
+)
+
+// lockTree orders events by devpath with hierarchical locks: an event asks
+// for its own devpath's lock exclusively (x) and for each ancestor's as an
+// intention (ix). x excludes everything and ix only x, so an event of a
+// parent excludes its whole subtree while siblings share their parent.
+// A lock grants in arrival order, a later request never passing an earlier
+// one that waits. So an event gets all its locks once every related event
+// that arrived before it is done, as the two meet on the nearer devpath's
+// lock and one of them asks it for x; and no later, as unrelated events
+// meet only on common ancestors, where both ask for ix.
+//
+// An event's requests are all queued when it arrives, so each lock's FIFO
+// is in arrival order and an event only ever waits for earlier ones: no
+// deadlock. A request is granted once, on arrival or when a holder leaves,
+// so an event costs O(depth of its devpath) however many are queued.
+//
+// Only locks that can make someone wait exist: those of devpaths with
+// events, and those where the devpaths of queued events branch. Any other
+// ancestor's lock would only be asked for ix, by the events below it, and
+// grant each at once. When such a devpath gets an event or becomes a
+// branch, its lock is made with ix granted to each event below it (each
+// holds or waits for the lock of the one node below). So a coldplug of
+// distinct devices makes about one lock per device, not one per level.
+type lockTree struct {
+	root  node        // devpath "", the top of the tree; never locked
+	ready ring[*task] // events holding all their locks, not started
+}
+
+// task is one queued event.
+type task struct {
+	ctx     context.Context // Submit's, handed to the handler
+	ev      *uevent.Event
+	leaf    *node // the lock of ev.DevPath; its parents are the ancestors'
+	waiting int   // requests not granted yet; at 0 the event may start
+}
+
+// node is the lock of one devpath.
+type node struct {
+	path     string
+	parent   *node            // the nearest ancestor's lock, or the root
+	children map[string]*node // by the rest of their devpath's next component, '/' included
+	x, ix    int              // granted requests; x is 0 or 1 except while Close drops
+	own      int              // events of this very devpath, granted or waiting
+	wait     ring[request]
+}
+
+type request struct {
+	t *task
+	x bool
+}
+
+// free reports whether a request for x (or ix) fits the granted ones.
+func (n *node) free(x bool) bool {
+	return n.x == 0 && (!x || n.ix == 0)
+}
+
+func (n *node) take(x bool) {
+	if x {
+		n.x++
+	} else {
+		n.ix++
+	}
+}
+
+func (n *node) idle() bool {
+	return n.x == 0 && n.ix == 0 && n.wait.len() == 0
+}
+
+// acquire queues t's requests, granting at once each that fits the held
+// locks and has nobody waiting before it.
+func (l *lockTree) acquire(t *task) {
+	t.leaf = l.node(t.ev.DevPath)
+	t.leaf.own++
+	for n, x := t.leaf, true; n.parent != nil; n, x = n.parent, false {
+		if n.wait.len() == 0 && n.free(x) {
+			n.take(x)
+		} else {
+			n.wait.push(request{t: t, x: x})
+			t.waiting++
+		}
+	}
+	if t.waiting == 0 {
+		l.ready.push(t)
+	}
+}
+
+// release gives up t's locks, granting the waiters what now fits and
+// forgetting the locks nobody holds or wants. The nodes are those above
+// t.leaf now: some may have been made since t arrived, with a request of
+// t's granted.
+func (l *lockTree) release(t *task) {
+	t.leaf.own--
+	for n, x := t.leaf, true; n.parent != nil; n, x = n.parent, false {
+		if x {
+			n.x--
+		} else {
+			n.ix--
+		}
+		l.grant(n)
+		if n.idle() {
+			delete(n.parent.children, n.key())
+		}
+	}
+}
+
+// grant grants n's waiters from the head while they fit: a run of ix, or
+// one x. An event granted its last lock is ready.
+func (l *lockTree) grant(n *node) {
+	for n.wait.len() > 0 && n.free(n.wait.peek().x) {
+		r, _ := n.wait.pop()
+		n.take(r.x)
+		if r.t.waiting--; r.t.waiting == 0 {
+			l.ready.push(r.t)
+		}
+	}
+}
+
+// drop forgets the events that have not started and returns how many. A
+// waiting request is taken as granted first, so that release undoes every
+// request of a dropped event alike.
+func (l *lockTree) drop() int {
+	var dropped []*task
+	for t, ok := l.ready.pop(); ok; t, ok = l.ready.pop() {
+		dropped = append(dropped, t)
+	}
+	l.root.walk(func(n *node) {
+		for r, ok := n.wait.pop(); ok; r, ok = n.wait.pop() {
+			n.take(r.x)
+			if r.t.waiting--; r.t.waiting == 0 {
+				dropped = append(dropped, r.t)
+			}
+		}
+	})
+	for _, t := range dropped {
+		l.release(t)
+	}
+	return len(dropped)
+}
+
+// walk calls f with every node below n.
+func (n *node) walk(f func(*node)) {
+	for _, c := range n.children {
+		f(c)
+		c.walk(f)
+	}
+}
+
+// node returns the lock of devpath, making it, and the lock where it
+// branches off another queued devpath, if missing.
+func (l *lockTree) node(devpath string) *node {
+	at := &l.root
+	for {
+		key := devpath[len(at.path):nextCut(devpath, len(at.path))]
+		n := at.children[key]
+		switch {
+		case n == nil:
+			return at.adopt(key, &node{path: devpath})
+		case within(devpath, n.path):
+			if len(n.path) == len(devpath) {
+				return n
+			}
+			at = n
+		default:
+			at = at.split(key, n, commonCut(devpath, n.path))
+			if len(at.path) == len(devpath) {
+				return at
+			}
+		}
+	}
+}
+
+// lookup returns the lock of devpath, or nil.
+func (l *lockTree) lookup(devpath string) *node {
+	at := &l.root
+	for {
+		n := at.children[devpath[len(at.path):nextCut(devpath, len(at.path))]]
+		if n == nil || !within(devpath, n.path) {
+			return nil
+		}
+		if len(n.path) == len(devpath) {
+			return n
+		}
+		at = n
+	}
+}
+
+// adopt makes n the child of at under key.
+func (at *node) adopt(key string, n *node) *node {
+	if at.children == nil {
+		at.children = make(map[string]*node)
+	}
+	at.children[key] = n
+	n.parent = at
+	return n
+}
+
+// split puts the lock of n.path[:m] between at and its child n (under
+// key). Every request n has is from an event below the new lock, which
+// is made with an ix granted to each.
+func (at *node) split(key string, n *node, m int) *node {
+	mid := &node{path: n.path[:m], parent: at, ix: n.x + n.ix + n.wait.len()}
+	mid.adopt(n.path[m:nextCut(n.path, m)], n)
+	at.children[key] = mid
+	return mid
+}
+
+// key is n's key in its parent's children.
+func (n *node) key() string {
+	i := len(n.parent.path)
+	return n.path[i:nextCut(n.path, i)]
+}
+
+// The ancestors of a devpath are its prefixes that end before a '/' other
+// than the first byte: "/devices/a/b" has "/devices/a" and "/devices" (the
+// rule of the kernel's kobject paths). The ends of those prefixes and of
+// the devpath itself are its cuts.
+
+// nextCut returns devpath's first cut after i.
+func nextCut(devpath string, i int) int {
+	if i >= len(devpath) {
+		return len(devpath)
+	}
+	if j := strings.IndexByte(devpath[i+1:], '/'); j >= 0 {
+		return i + 1 + j
+	}
+	return len(devpath)
+}
+
+// within reports whether devpath is p or below it.
+func within(devpath, p string) bool {
+	return strings.HasPrefix(devpath, p) && (len(devpath) == len(p) || p != "" && devpath[len(p)] == '/')
+}
+
+// commonCut returns the last cut that a and b share: the length of their
+// nearest common ancestor, or of the one that is the other's ancestor.
+func commonCut(a, b string) int {
+	i := 0
+	for i < len(a) && i < len(b) && a[i] == b[i] {
+		i++
+	}
+	if (i == len(a) || a[i] == '/') && (i == len(b) || b[i] == '/') {
+		return i
+	}
+	return strings.LastIndexByte(a[:i], '/')
+}
+
+// ring is a FIFO on a circular buffer, reused as it fills and empties,
+// so a steady stream of events allocates nothing.
+type ring[T any] struct {
+	buf     []T // its length is 0 or a power of two
+	head, n int
+}
+
+func (r *ring[T]) len() int { return r.n }
+
+func (r *ring[T]) push(v T) {
+	if r.n == len(r.buf) {
+		buf := make([]T, max(4, 2*len(r.buf)))
+		k := copy(buf, r.buf[r.head:])
+		copy(buf[k:], r.buf[:r.head])
+		r.buf, r.head = buf, 0
+	}
+	r.buf[(r.head+r.n)&(len(r.buf)-1)] = v
+	r.n++
+}
+
+// peek returns the head; the ring must not be empty.
+func (r *ring[T]) peek() T { return r.buf[r.head] }
+
+func (r *ring[T]) pop() (T, bool) {
+	var zero T
+	if r.n == 0 {
+		return zero, false
+	}
+	v := r.buf[r.head]
+	r.buf[r.head] = zero
+	r.head = (r.head + 1) & (len(r.buf) - 1)
+	r.n--
+	return v, true
+}
