@@ -235,26 +235,57 @@ func (d *dispatcher) Stats() DispatchStats {
 	}
 }
 
-// seqRing remembers the last len(ring) SEQNUMs to ignore duplicates.
+// seqRing remembers the last len(ring) SEQNUMs to ignore duplicates. The
+// set is an open-addressing table twice the ring's size that deletes by
+// shifting back: a map, under an insertion and a deletion per event,
+// fills with tombstones and costs several times more.
 type seqRing struct {
 	ring [4096]uint64
-	set  map[uint64]struct{}
+	set  [1 << seqBits]uint64 // 0 is an empty slot
 	pos  int
 }
 
-// add records n and reports whether it was new.
+const seqBits = 13
+
+// add records n, which is not 0, and reports whether it was new.
 func (r *seqRing) add(n uint64) bool {
-	if r.set == nil {
-		r.set = make(map[uint64]struct{}, len(r.ring))
-	}
-	if _, dup := r.set[n]; dup {
+	if r.set[r.find(n)] == n {
 		return false
 	}
 	if old := r.ring[r.pos]; old != 0 {
-		delete(r.set, old)
+		r.remove(old)
 	}
+	r.set[r.find(n)] = n
 	r.ring[r.pos] = n
-	r.set[n] = struct{}{}
 	r.pos = (r.pos + 1) % len(r.ring)
 	return true
+}
+
+// home is n's first slot: Fibonacci hashing spreads runs of SEQNUMs.
+func (r *seqRing) home(n uint64) int {
+	return int(n * 0x9e3779b97f4a7c15 >> (64 - seqBits))
+}
+
+// find returns the slot of n, or the empty one where it would go.
+func (r *seqRing) find(n uint64) int {
+	i := r.home(n)
+	for r.set[i] != 0 && r.set[i] != n {
+		i = (i + 1) % len(r.set)
+	}
+	return i
+}
+
+// remove deletes n, which is in the set, moving back the entries after it
+// that would no longer be found past the hole.
+func (r *seqRing) remove(n uint64) {
+	hole := r.find(n)
+	for i := (hole + 1) % len(r.set); r.set[i] != 0; i = (i + 1) % len(r.set) {
+		// The entry at i stays if its home is cyclically in (hole, i].
+		if h := r.home(r.set[i]); (i-h+len(r.set))%len(r.set) < (i-hole+len(r.set))%len(r.set) {
+			continue
+		}
+		r.set[hole] = r.set[i]
+		hole = i
+	}
+	r.set[hole] = 0
 }

@@ -323,3 +323,44 @@ func TestDispatchMatchesRule(t *testing.T) {
 		t.Errorf("%d lock nodes left after Drain, want none", n)
 	}
 }
+
+// The SEQNUM set forgets exactly what the ring forgets, whatever the
+// SEQNUMs: runs, repeats, and values that crowd the slots where the table
+// wraps around.
+func TestSeqRingMatchesModel(t *testing.T) {
+	var r seqRing
+	var crowd []uint64
+	for n := uint64(1 << 50); len(crowd) < 300; n++ {
+		if h := r.home(n); h >= len(r.set)-2 || h == 0 {
+			crowd = append(crowd, n)
+		}
+	}
+	var model []uint64 // the last len(r.ring) added
+	rng := rand.New(rand.NewPCG(3, 4))
+	next := uint64(1)
+	for i := range 200_000 {
+		var n uint64
+		switch rng.IntN(4) {
+		case 0: // a recent one again, as udev repeats the kernel's
+			n = next - uint64(rng.IntN(5000)) - 1
+			if n == 0 || n > next {
+				n = 1
+			}
+		case 1:
+			n = crowd[rng.IntN(len(crowd))]
+		default:
+			n = next
+			next++
+		}
+		want := !slices.Contains(model, n)
+		if got := r.add(n); got != want {
+			t.Fatalf("step %d: add(%d) = %v, want %v", i, n, got, want)
+		}
+		if want {
+			model = append(model, n)
+			if len(model) > len(r.ring) {
+				model = model[1:]
+			}
+		}
+	}
+}
