@@ -44,12 +44,13 @@ type task struct {
 
 // node is the lock of one devpath.
 type node struct {
-	path     string
-	parent   *node            // the nearest ancestor's lock, or the root
-	children map[string]*node // by the rest of their devpath's next component, '/' included
-	x, ix    int              // granted requests; x is 0 or 1 except while Close drops
-	own      int              // events of this very devpath, granted or waiting
-	wait     ring[request]
+	path   string
+	key    string // in the parent's kids
+	parent *node  // the nearest ancestor's lock, or the root
+	kids   kids
+	x, ix  int // granted requests; x is 0 or 1 except while Close drops
+	own    int // events of this very devpath, granted or waiting
+	wait   ring[request]
 }
 
 type request struct {
@@ -106,7 +107,7 @@ func (l *lockTree) release(t *task) {
 		}
 		l.grant(n)
 		if n.idle() {
-			delete(n.parent.children, n.key())
+			n.parent.kids.remove(n)
 		}
 	}
 }
@@ -147,10 +148,10 @@ func (l *lockTree) drop() int {
 
 // walk calls f with every node below n.
 func (n *node) walk(f func(*node)) {
-	for _, c := range n.children {
+	n.kids.each(func(c *node) {
 		f(c)
 		c.walk(f)
-	}
+	})
 }
 
 // node returns the lock of devpath, making it, and the lock where it
@@ -159,7 +160,7 @@ func (l *lockTree) node(devpath string) *node {
 	at := &l.root
 	for {
 		key := devpath[len(at.path):nextCut(devpath, len(at.path))]
-		n := at.children[key]
+		n := at.kids.get(key)
 		switch {
 		case n == nil:
 			return at.adopt(key, &node{path: devpath})
@@ -169,7 +170,7 @@ func (l *lockTree) node(devpath string) *node {
 			}
 			at = n
 		default:
-			at = at.split(key, n, commonCut(devpath, n.path))
+			at = at.split(n, commonCut(devpath, n.path))
 			if len(at.path) == len(devpath) {
 				return at
 			}
@@ -181,7 +182,7 @@ func (l *lockTree) node(devpath string) *node {
 func (l *lockTree) lookup(devpath string) *node {
 	at := &l.root
 	for {
-		n := at.children[devpath[len(at.path):nextCut(devpath, len(at.path))]]
+		n := at.kids.get(devpath[len(at.path):nextCut(devpath, len(at.path))])
 		if n == nil || !within(devpath, n.path) {
 			return nil
 		}
@@ -194,28 +195,74 @@ func (l *lockTree) lookup(devpath string) *node {
 
 // adopt makes n the child of at under key.
 func (at *node) adopt(key string, n *node) *node {
-	if at.children == nil {
-		at.children = make(map[string]*node)
-	}
-	at.children[key] = n
-	n.parent = at
+	n.key, n.parent = key, at
+	at.kids.set(n)
 	return n
 }
 
-// split puts the lock of n.path[:m] between at and its child n (under
-// key). Every request n has is from an event below the new lock, which
-// is made with an ix granted to each.
-func (at *node) split(key string, n *node, m int) *node {
-	mid := &node{path: n.path[:m], parent: at, ix: n.x + n.ix + n.wait.len()}
+// split puts the lock of n.path[:m] between at and its child n. Every
+// request n has is from an event below the new lock, which is made with
+// an ix granted to each.
+func (at *node) split(n *node, m int) *node {
+	mid := at.adopt(n.key, &node{path: n.path[:m], ix: n.x + n.ix + n.wait.len()})
 	mid.adopt(n.path[m:nextCut(n.path, m)], n)
-	at.children[key] = mid
 	return mid
 }
 
-// key is n's key in its parent's children.
-func (n *node) key() string {
-	i := len(n.parent.path)
-	return n.path[i:nextCut(n.path, i)]
+// kids are the children of a node by key: the rest of their devpath's
+// next component, its '/' included. Most nodes have one child or none,
+// so a map is made only for the second: one per node was the largest
+// allocation of the dispatcher.
+type kids struct {
+	one  *node
+	many map[string]*node
+}
+
+func (k *kids) get(key string) *node {
+	if k.many != nil {
+		return k.many[key]
+	}
+	if k.one != nil && k.one.key == key {
+		return k.one
+	}
+	return nil
+}
+
+// set adds n, replacing the child with its key.
+func (k *kids) set(n *node) {
+	switch {
+	case k.many != nil:
+		k.many[n.key] = n
+	case k.one == nil || k.one.key == n.key:
+		k.one = n
+	default:
+		k.many = map[string]*node{k.one.key: k.one, n.key: n}
+		k.one = nil
+	}
+}
+
+func (k *kids) remove(n *node) {
+	if k.many != nil {
+		delete(k.many, n.key)
+	} else if k.one == n {
+		k.one = nil
+	}
+}
+
+func (k *kids) len() int {
+	if k.one != nil {
+		return 1
+	}
+	return len(k.many)
+}
+
+func (k *kids) each(f func(*node)) {
+	if k.one != nil {
+		f(k.one)
+	}
+	for _, n := range k.many {
+		f(n)
+	}
 }
 
 // The ancestors of a devpath are its prefixes that end before a '/' other

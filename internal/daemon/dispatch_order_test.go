@@ -147,7 +147,7 @@ func TestDispatchParentBetweenChildren(t *testing.T) {
 	g.let(6)
 	d.Drain()
 	d.Close()
-	if n := len(d.locks.root.children); n != 0 {
+	if n := d.locks.root.kids.len(); n != 0 {
 		t.Errorf("%d lock nodes left after Drain, want none", n)
 	}
 }
@@ -267,7 +267,7 @@ func TestDispatchCloseWithWaiters(t *testing.T) {
 			t.Errorf("%s pending after Close", p)
 		}
 	}
-	if n := len(d.locks.root.children); n != 0 {
+	if n := d.locks.root.kids.len(); n != 0 {
 		t.Errorf("%d lock nodes left after Close, want none", n)
 	}
 }
@@ -319,7 +319,7 @@ func TestDispatchMatchesRule(t *testing.T) {
 	}
 	d.Drain()
 	d.Close()
-	if n := len(d.locks.root.children); n != 0 {
+	if n := d.locks.root.kids.len(); n != 0 {
 		t.Errorf("%d lock nodes left after Drain, want none", n)
 	}
 }
