@@ -272,22 +272,46 @@ func TestDispatchCloseWithWaiters(t *testing.T) {
 	}
 }
 
+// related is the ordering rule written plainly: equal devpaths, or one a
+// prefix of the other ending before a '/' that is not the first byte.
+func related(p, q string) bool {
+	if len(p) > len(q) {
+		p, q = q, p
+	}
+	for q != p {
+		i := strings.LastIndexByte(q, '/')
+		if i <= 0 {
+			return false
+		}
+		q = q[:i]
+	}
+	return true
+}
+
 // Against the rule itself, on random traffic: after every step the events
 // running are exactly those with no related event that arrived earlier
-// still queued or running (the workers outnumber the events).
+// still queued or running (the workers outnumber the events), and pending
+// is true exactly for the devpaths with events. The devpaths include
+// chains whose middle gets events only now and then, names that extend
+// others ("/d/ab"), and odd ones the parser would refuse.
 func TestDispatchMatchesRule(t *testing.T) {
-	defer goleak.VerifyNone(t)
 	tree := []string{
 		"/d", "/d/a", "/d/a/x", "/d/a/y", "/d/a/x/1", "/d/a/x/2", "/d/ab", "/d/ab/x",
-		"/d/b", "/d/b/x", "/d/b/x/1", "/e", "/e/a",
+		"/d/b/x/1/q/r/s", "/d/b/x/1/q/r/t", "/d/b/x/1/q", "/d/b/x/2/q/r", "/d/b", "/e/f/g/h", "/e",
+		"/d/", "/d//a", "/", "", "/d/a/", "x/y", "x",
 	}
-	related := func(p, q string) bool {
-		return p == q || strings.HasPrefix(q, p+"/") || strings.HasPrefix(p, q+"/")
+	for seed := range uint64(4) {
+		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			matchRule(t, tree, rand.New(rand.NewPCG(seed, 2)))
+		})
 	}
+}
+
+func matchRule(t *testing.T, tree []string, rng *rand.Rand) {
 	g := newGate()
 	d := newDispatcher(64, 64, g.handle)
 	ctx := context.Background()
-	rng := rand.New(rand.NewPCG(1, 2))
 	type queuedEv struct {
 		seq  uint64
 		path string
@@ -303,8 +327,8 @@ func TestDispatchMatchesRule(t *testing.T) {
 		return r
 	}
 	seq := uint64(0)
-	for step := 0; step < 3000 || len(pending) > 0; step++ {
-		if step < 3000 && len(pending) < 24 && (len(pending) == 0 || rng.IntN(5) < 3) {
+	for step := 0; step < 2000 || len(pending) > 0; step++ {
+		if step < 2000 && len(pending) < 24 && (len(pending) == 0 || rng.IntN(5) < 3) {
 			seq++
 			path := tree[rng.IntN(len(tree))]
 			d.Submit(ctx, ev(seq, "change", path))
@@ -315,7 +339,51 @@ func TestDispatchMatchesRule(t *testing.T) {
 			g.let(done)
 			pending = slices.DeleteFunc(pending, func(e queuedEv) bool { return e.seq == done })
 		}
+		// Once the dispatcher has retired the finished event, it has
+		// started all it will; they are seen when their handlers begin.
+		for deadline := time.Now().Add(10 * time.Second); d.Stats().Queued != len(pending); time.Sleep(10 * time.Microsecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("step %d: %d events queued, want %d", step, d.Stats().Queued, len(pending))
+			}
+		}
 		g.await(t, runnable()...)
+		for _, p := range tree {
+			want := slices.ContainsFunc(pending, func(e queuedEv) bool { return e.path == p })
+			if got := d.pending(p); got != want {
+				t.Fatalf("step %d: pending(%q) = %v, want %v", step, p, got, want)
+			}
+		}
+	}
+	d.Drain()
+	d.Close()
+	if n := d.locks.root.kids.len(); n != 0 {
+		t.Errorf("%d lock nodes left after Drain, want none", n)
+	}
+}
+
+// A coldplug of distinct devices makes about one lock each, not one per
+// level of their devpaths, and they go when the events are done.
+func TestDispatchLocksPerDevice(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	g := newGate()
+	d := newDispatcher(200, 200, g.handle)
+	for i := range 100 {
+		d.Submit(context.Background(), ev(uint64(i+1), "add", benchPartition(i)))
+	}
+	var want []uint64
+	for i := range 100 {
+		want = append(want, uint64(i+1))
+	}
+	g.await(t, want...)
+	n := 0
+	d.mu.Lock()
+	d.locks.root.walk(func(*node) { n++ })
+	d.mu.Unlock()
+	if n != 101 { // a leaf each, and where they branch
+		t.Errorf("%d locks for 100 devices, want 101", n)
+	}
+	for _, s := range want {
+		g.let(s)
 	}
 	d.Drain()
 	d.Close()
