@@ -22,13 +22,14 @@ import (
 // deadlock. A request is granted once, on arrival or when a holder leaves,
 // so an event costs O(depth of its devpath) however many are queued.
 //
-// Only locks that can make someone wait exist: those of devpaths with
-// events, and those where the devpaths of queued events branch. Any other
-// ancestor's lock would only be asked for ix, by the events below it, and
-// grant each at once. When such a devpath gets an event or becomes a
-// branch, its lock is made with ix granted to each event below it (each
-// holds or waits for the lock of the one node below). So a coldplug of
-// distinct devices makes about one lock per device, not one per level.
+// Only some locks exist: those of devpaths with events, and those where
+// the devpaths of queued events branch off, which hold the tree together.
+// Any other ancestor's lock would only be asked for ix, by the events
+// below it, and grant each at once: it could make no one wait. When such
+// a devpath gets an event or becomes a branch, its lock is made with ix
+// granted to each event below it (each holds or waits for the lock of the
+// one node below). So a coldplug of distinct devices makes about one lock
+// per device, not one per level of its devpath.
 type lockTree struct {
 	root  node        // devpath "", the top of the tree; never locked
 	ready ring[*task] // events holding all their locks, not started
