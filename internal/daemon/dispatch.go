@@ -57,6 +57,7 @@ func newDispatcher(workers, max int, handle func(context.Context, *uevent.Event)
 		max:     max1(max),
 	}
 	d.cond = sync.NewCond(&d.mu)
+	d.locks.keep = d.max
 	return d
 }
 
@@ -98,7 +99,7 @@ func (d *dispatcher) Submit(ctx context.Context, ev *uevent.Event) submitted {
 		return coalesced
 	}
 	d.queued++
-	d.locks.acquire(&task{ctx: ctx, ev: ev})
+	d.locks.acquire(d.locks.newTask(ctx, ev))
 	d.startWorkers()
 	return queued
 }
@@ -164,6 +165,7 @@ func (d *dispatcher) work(t *task) {
 // nothing is ready and the worker ends. d.mu is held.
 func (d *dispatcher) finish(t *task) *task {
 	d.locks.release(t)
+	d.locks.retire(t)
 	// Only these changes let a waiter in Submit or Drain go on.
 	if d.queued == d.max || d.queued == 1 {
 		d.cond.Broadcast()

@@ -33,6 +33,13 @@ import (
 type lockTree struct {
 	root  node        // devpath "", the top of the tree; never locked
 	ready ring[*task] // events holding all their locks, not started
+
+	// Retired nodes and tasks are kept for reuse, up to keep of each:
+	// allocating and collecting them took a third of the time of a
+	// burst, which makes one task and a node or two per event.
+	spareNodes []*node
+	spareTasks []*task
+	keep       int
 }
 
 // task is one queued event.
@@ -76,6 +83,52 @@ func (n *node) idle() bool {
 	return n.x == 0 && n.ix == 0 && n.wait.len() == 0
 }
 
+// newTask returns a task for ev, reused if one is spare.
+func (l *lockTree) newTask(ctx context.Context, ev *uevent.Event) *task {
+	k := len(l.spareTasks)
+	if k == 0 {
+		return &task{ctx: ctx, ev: ev}
+	}
+	t := l.spareTasks[k-1]
+	l.spareTasks = l.spareTasks[:k-1]
+	t.ctx, t.ev = ctx, ev
+	return t
+}
+
+// retire takes back t, done and released.
+func (l *lockTree) retire(t *task) {
+	if len(l.spareTasks) < l.keep {
+		*t = task{}
+		l.spareTasks = append(l.spareTasks, t)
+	}
+}
+
+// newNode returns an unlinked node for devpath, reused if one is spare.
+func (l *lockTree) newNode(devpath string) *node {
+	k := len(l.spareNodes)
+	if k == 0 {
+		return &node{path: devpath}
+	}
+	n := l.spareNodes[k-1]
+	l.spareNodes = l.spareNodes[:k-1]
+	n.path = devpath
+	return n
+}
+
+// forget unlinks n, which is idle, and keeps it for reuse. Its wait
+// buffer stays, unless a storm made it large.
+func (l *lockTree) forget(n *node) {
+	n.parent.kids.remove(n)
+	if len(l.spareNodes) < l.keep {
+		buf := n.wait.buf
+		if len(buf) > 16 {
+			buf = nil
+		}
+		*n = node{wait: ring[request]{buf: buf}}
+		l.spareNodes = append(l.spareNodes, n)
+	}
+}
+
 // acquire queues t's requests, granting at once each that fits the held
 // locks and has nobody waiting before it.
 func (l *lockTree) acquire(t *task) {
@@ -100,16 +153,19 @@ func (l *lockTree) acquire(t *task) {
 // t's granted.
 func (l *lockTree) release(t *task) {
 	t.leaf.own--
-	for n, x := t.leaf, true; n.parent != nil; n, x = n.parent, false {
+	x := true
+	for n := t.leaf; n.parent != nil; x = false {
 		if x {
 			n.x--
 		} else {
 			n.ix--
 		}
 		l.grant(n)
+		up := n.parent
 		if n.idle() {
-			n.parent.kids.remove(n)
+			l.forget(n)
 		}
+		n = up
 	}
 }
 
@@ -143,6 +199,7 @@ func (l *lockTree) drop() int {
 	})
 	for _, t := range dropped {
 		l.release(t)
+		l.retire(t)
 	}
 	return len(dropped)
 }
@@ -164,14 +221,14 @@ func (l *lockTree) node(devpath string) *node {
 		n := at.kids.get(key)
 		switch {
 		case n == nil:
-			return at.adopt(key, &node{path: devpath})
+			return at.adopt(key, l.newNode(devpath))
 		case within(devpath, n.path):
 			if len(n.path) == len(devpath) {
 				return n
 			}
 			at = n
 		default:
-			at = at.split(n, commonCut(devpath, n.path))
+			at = l.split(at, n, commonCut(devpath, n.path))
 			if len(at.path) == len(devpath) {
 				return at
 			}
@@ -204,8 +261,9 @@ func (at *node) adopt(key string, n *node) *node {
 // split puts the lock of n.path[:m] between at and its child n. Every
 // request n has is from an event below the new lock, which is made with
 // an ix granted to each.
-func (at *node) split(n *node, m int) *node {
-	mid := at.adopt(n.key, &node{path: n.path[:m], ix: n.x + n.ix + n.wait.len()})
+func (l *lockTree) split(at, n *node, m int) *node {
+	mid := at.adopt(n.key, l.newNode(n.path[:m]))
+	mid.ix = n.x + n.ix + n.wait.len()
 	mid.adopt(n.path[m:nextCut(n.path, m)], n)
 	return mid
 }
