@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -23,6 +22,8 @@ type DispatchStats struct {
 // devpaths are equal, or one the ancestor of the other, are handled one
 // after the other in arrival (SEQNUM) order. Events of unrelated devices
 // run concurrently, so a slow action on one device never holds up another.
+// The order is kept by a lockTree, in which starting an event costs
+// O(depth of its devpath) however many devices are queued.
 //
 // The queue is bounded: Submit blocks while it is full, so the listener
 // stops reading and the kernel's socket buffer takes the burst instead of
@@ -33,12 +34,10 @@ type dispatcher struct {
 	max     int
 
 	mu      sync.Mutex
-	cond    *sync.Cond // signalled when an event finishes or the queue closes
-	groups  map[string]*group
-	below   map[string]int // devpath → number of groups strictly below it
-	queued  int
-	running int
-	arrival uint64
+	cond    *sync.Cond // signalled when the queue gets room, empties or closes
+	locks   lockTree
+	queued  int // events waiting or running
+	running int // worker goroutines
 	closed  bool
 	seen    seqRing
 	// adds records, while a coldplug runs, the source of the last "add"
@@ -51,27 +50,14 @@ type dispatcher struct {
 	wg                                        sync.WaitGroup
 }
 
-// group is the FIFO of one devpath.
-type group struct {
-	devpath string
-	queue   []item
-	running bool
-}
-
-type item struct {
-	ev      *uevent.Event
-	arrival uint64
-}
-
 func newDispatcher(workers, max int, handle func(context.Context, *uevent.Event)) *dispatcher {
 	d := &dispatcher{
 		handle:  handle,
 		workers: max1(workers),
 		max:     max1(max),
-		groups:  make(map[string]*group),
-		below:   make(map[string]int),
 	}
 	d.cond = sync.NewCond(&d.mu)
+	d.locks.keep = d.max
 	return d
 }
 
@@ -93,7 +79,7 @@ const (
 )
 
 // Submit queues ev, blocking while the queue is full, until the
-// dispatcher closes or ctx ends (see wakeOnDone).
+// dispatcher closes or ctx ends (see wakeOnDone). The handler gets ctx.
 func (d *dispatcher) Submit(ctx context.Context, ev *uevent.Event) submitted {
 	d.submitted.Add(1)
 	d.mu.Lock()
@@ -108,31 +94,34 @@ func (d *dispatcher) Submit(ctx context.Context, ev *uevent.Event) submitted {
 		d.duplicates.Add(1)
 		return duplicate
 	}
-	if d.adds != nil {
-		switch ev.Action {
-		case "add":
-			prev, seen := d.adds[ev.DevPath]
-			if seen && (prev == uevent.SourceColdplug) != (ev.Source == uevent.SourceColdplug) {
-				delete(d.adds, ev.DevPath)
-				d.coalesced.Add(1)
-				return coalesced
-			}
-			d.adds[ev.DevPath] = ev.Source
-		case "remove":
-			delete(d.adds, ev.DevPath)
-		}
+	if d.coalesce(ev) {
+		d.coalesced.Add(1)
+		return coalesced
 	}
-	g := d.groups[ev.DevPath]
-	if g == nil {
-		g = &group{devpath: ev.DevPath}
-		d.groups[ev.DevPath] = g
-		forAncestors(ev.DevPath, func(a string) { d.below[a]++ })
-	}
-	d.arrival++
-	g.queue = append(g.queue, item{ev: ev, arrival: d.arrival})
 	d.queued++
-	d.startReady(ctx)
+	d.locks.acquire(d.locks.newTask(ctx, ev))
+	d.startWorkers()
 	return queued
+}
+
+// coalesce reports whether ev is the second "add" of a coldplug/live
+// pair, and records it if not. d.mu is held.
+func (d *dispatcher) coalesce(ev *uevent.Event) bool {
+	if d.adds == nil {
+		return false
+	}
+	switch ev.Action {
+	case "add":
+		prev, seen := d.adds[ev.DevPath]
+		if seen && (prev == uevent.SourceColdplug) != (ev.Source == uevent.SourceColdplug) {
+			delete(d.adds, ev.DevPath)
+			return true
+		}
+		d.adds[ev.DevPath] = ev.Source
+	case "remove":
+		delete(d.adds, ev.DevPath)
+	}
+	return false
 }
 
 // wakeOnDone makes waiters in Submit notice ctx's end; call it once per
@@ -145,101 +134,50 @@ func (d *dispatcher) wakeOnDone(ctx context.Context) (stop func() bool) {
 	})
 }
 
-// startReady starts runnable groups while workers are free. d.mu is held.
-func (d *dispatcher) startReady(ctx context.Context) {
+// startWorkers starts a goroutine per ready event while workers are free.
+// Workers run until nothing is ready, so a burst costs a goroutine start
+// per worker, not per event. d.mu is held.
+func (d *dispatcher) startWorkers() {
 	for d.running < d.workers {
-		g := d.next()
-		if g == nil {
+		t, ok := d.locks.ready.pop()
+		if !ok {
 			return
 		}
-		g.running = true
 		d.running++
-		it := g.queue[0]
 		d.wg.Add(1)
-		go d.run(ctx, g, it)
+		go d.work(t)
 	}
 }
 
-// next returns the runnable group whose head arrived first, or nil.
-func (d *dispatcher) next() *group {
-	var best *group
-	for _, g := range d.groups {
-		if g.running || len(g.queue) == 0 {
-			continue
-		}
-		if best != nil && g.queue[0].arrival > best.queue[0].arrival {
-			continue
-		}
-		if d.blocked(g) {
-			continue
-		}
-		best = g
-	}
-	return best
-}
-
-// blocked reports whether an ancestor or descendant of g's device has an
-// event running or one that arrived before g's head.
-func (d *dispatcher) blocked(g *group) bool {
-	head := g.queue[0].arrival
-	earlier := func(o *group) bool {
-		return o.running || len(o.queue) > 0 && o.queue[0].arrival < head
-	}
-	stop := false
-	forAncestors(g.devpath, func(a string) {
-		if o := d.groups[a]; !stop && o != nil && earlier(o) {
-			stop = true
-		}
-	})
-	if stop {
-		return true
-	}
-	if d.below[g.devpath] > 0 {
-		prefix := g.devpath + "/"
-		for p, o := range d.groups {
-			if strings.HasPrefix(p, prefix) && earlier(o) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// run handles it, then keeps going with whatever next() picks while that
-// is its own group, saving a goroutine start per event in a burst from one
-// device.
-func (d *dispatcher) run(ctx context.Context, g *group, it item) {
+// work handles t, then whatever is ready next.
+func (d *dispatcher) work(t *task) {
 	defer d.wg.Done()
-	for {
-		d.handle(ctx, it.ev)
+	for t != nil {
+		d.handle(t.ctx, t.ev)
 		d.handled.Add(1)
 		d.mu.Lock()
-		g.queue[0] = item{}
-		g.queue = g.queue[1:]
-		g.running = false
-		d.queued--
-		if len(g.queue) == 0 {
-			delete(d.groups, g.devpath)
-			forAncestors(g.devpath, func(a string) {
-				if d.below[a]--; d.below[a] == 0 {
-					delete(d.below, a)
-				}
-			})
-		}
-		d.cond.Broadcast()
-		if !d.closed && d.next() == g {
-			g.running = true
-			it = g.queue[0]
-			d.mu.Unlock()
-			continue
-		}
-		d.running--
-		if !d.closed {
-			d.startReady(ctx)
-		}
+		t = d.finish(t)
 		d.mu.Unlock()
-		return
 	}
+}
+
+// finish retires t and returns the worker's next event, or nil when
+// nothing is ready and the worker ends. d.mu is held.
+func (d *dispatcher) finish(t *task) *task {
+	d.locks.release(t)
+	d.locks.retire(t)
+	// Only these changes let a waiter in Submit or Drain go on.
+	if d.queued == d.max || d.queued == 1 {
+		d.cond.Broadcast()
+	}
+	d.queued--
+	next, ok := d.locks.ready.pop()
+	if !ok {
+		d.running--
+		return nil
+	}
+	d.startWorkers()
+	return next
 }
 
 // beginColdplug starts the window in which a device gets one "add".
@@ -260,7 +198,8 @@ func (d *dispatcher) endColdplug() {
 func (d *dispatcher) pending(devpath string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.groups[devpath] != nil
+	n := d.locks.lookup(devpath)
+	return n != nil && n.own > 0
 }
 
 // Drain waits until every queued event has been handled.
@@ -278,15 +217,7 @@ func (d *dispatcher) Drain() {
 func (d *dispatcher) Close() {
 	d.mu.Lock()
 	d.closed = true
-	for _, g := range d.groups {
-		if !g.running {
-			d.queued -= len(g.queue)
-			g.queue = nil
-		} else {
-			d.queued -= len(g.queue) - 1
-			g.queue = g.queue[:1]
-		}
-	}
+	d.queued -= d.locks.drop()
 	d.cond.Broadcast()
 	d.mu.Unlock()
 	d.wg.Wait()
@@ -306,39 +237,57 @@ func (d *dispatcher) Stats() DispatchStats {
 	}
 }
 
-// forAncestors calls f with each proper ancestor of devpath, nearest
-// first: "/devices/a/b" gives "/devices/a", then "/devices".
-func forAncestors(devpath string, f func(string)) {
-	for {
-		i := strings.LastIndexByte(devpath, '/')
-		if i <= 0 {
-			return
-		}
-		devpath = devpath[:i]
-		f(devpath)
-	}
-}
-
-// seqRing remembers the last len(ring) SEQNUMs to ignore duplicates.
+// seqRing remembers the last len(ring) SEQNUMs to ignore duplicates. The
+// set is an open-addressing table twice the ring's size that deletes by
+// shifting back: a map, under an insertion and a deletion per event,
+// fills with tombstones and costs several times more.
 type seqRing struct {
 	ring [4096]uint64
-	set  map[uint64]struct{}
+	set  [1 << seqBits]uint64 // 0 is an empty slot
 	pos  int
 }
 
-// add records n and reports whether it was new.
+const seqBits = 13
+
+// add records n, which is not 0, and reports whether it was new.
 func (r *seqRing) add(n uint64) bool {
-	if r.set == nil {
-		r.set = make(map[uint64]struct{}, len(r.ring))
-	}
-	if _, dup := r.set[n]; dup {
+	if r.set[r.find(n)] == n {
 		return false
 	}
 	if old := r.ring[r.pos]; old != 0 {
-		delete(r.set, old)
+		r.remove(old)
 	}
+	r.set[r.find(n)] = n
 	r.ring[r.pos] = n
-	r.set[n] = struct{}{}
 	r.pos = (r.pos + 1) % len(r.ring)
 	return true
+}
+
+// home is n's first slot: Fibonacci hashing spreads runs of SEQNUMs.
+func (r *seqRing) home(n uint64) int {
+	return int(n * 0x9e3779b97f4a7c15 >> (64 - seqBits))
+}
+
+// find returns the slot of n, or the empty one where it would go.
+func (r *seqRing) find(n uint64) int {
+	i := r.home(n)
+	for r.set[i] != 0 && r.set[i] != n {
+		i = (i + 1) % len(r.set)
+	}
+	return i
+}
+
+// remove deletes n, which is in the set, moving back the entries after it
+// that would no longer be found past the hole.
+func (r *seqRing) remove(n uint64) {
+	hole := r.find(n)
+	for i := (hole + 1) % len(r.set); r.set[i] != 0; i = (i + 1) % len(r.set) {
+		// The entry at i stays if its home is cyclically in (hole, i].
+		if h := r.home(r.set[i]); (i-h+len(r.set))%len(r.set) < (i-hole+len(r.set))%len(r.set) {
+			continue
+		}
+		r.set[hole] = r.set[i]
+		hole = i
+	}
+	r.set[hole] = 0
 }
