@@ -106,7 +106,7 @@ func (d *daemon) loop(ctx context.Context, s *serving, hup <-chan os.Signal) err
 // service.
 func (d *daemon) watchdog() {
 	d.disp.Stats()
-	if n := d.inflight.stuck(time.Now()); n >= d.state.Load().rs.Settings.Workers {
+	if n := d.inflight.stuck(time.Now()); n >= d.disp.workers {
 		d.log.Error("every worker is stuck past its deadline: no watchdog ping", "stuck", n)
 		return
 	}
