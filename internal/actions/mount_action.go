@@ -9,6 +9,7 @@ import (
 
 	"github.com/hotplugd/hotplugd/internal/actions/mount"
 	"github.com/hotplugd/hotplugd/internal/rules"
+	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
 // errNoMounter is the clear error of a mount or unmount that cannot work
@@ -148,8 +149,17 @@ func deviceOf(c *Context) (mount.Device, error) {
 	if ev.Action != "remove" {
 		fs := c.Dev.FS()
 		dev.FSUsage, dev.FSType, dev.Label, dev.UUID = fs.Usage, fs.Type, fs.Label, fs.UUID
-		dev.PartUUID = ev.Get("ID_PART_ENTRY_UUID")
-		dev.PartLabel = ev.Get("ID_PART_ENTRY_NAME")
+		part, _ := uevent.PartitionFromProps(ev.Props)
+		if pd, ok := c.Dev.(partitioned); ok {
+			part = pd.Partition() // kernel events lack the entry: the probe reads it
+		}
+		dev.PartUUID, dev.PartLabel = part.UUID, part.Name
 	}
 	return dev, nil
+}
+
+// partitioned is a Device that knows its partition's table entry
+// (*device.Device).
+type partitioned interface {
+	Partition() uevent.Partition
 }

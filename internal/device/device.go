@@ -68,7 +68,7 @@ type Manager struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	// probe runs blkid; tests replace it.
-	probe func(ctx context.Context, devnode string) (uevent.FS, error)
+	probe func(ctx context.Context, devnode string) (uevent.FS, uevent.Partition, error)
 
 	db           db
 	probes       atomic.Uint64
@@ -109,9 +109,9 @@ func New(cfg Config) (*Manager, error) {
 		cancel:  cancel,
 	}
 	m.db.init(cfg.DBMax)
-	m.probe = func(ctx context.Context, devnode string) (uevent.FS, error) {
+	m.probe = func(ctx context.Context, devnode string) (uevent.FS, uevent.Partition, error) {
 		if err := checkBlockDevice(devnode); err != nil {
-			return uevent.FS{}, err
+			return uevent.FS{}, uevent.Partition{}, err
 		}
 		return blkidProbe(ctx, m.blkid, devnode, &m.probesLeaked)
 	}
@@ -197,6 +197,7 @@ type Device struct {
 	attr  map[string]attrVal // Attr answers, by name
 	attrs map[string]attrVal // Attrs answers, by name
 	fs    uevent.FS
+	part  uevent.Partition // from the same probe
 	// fsState: 0 not asked, 1 answered, 2 answered and worth recording.
 	fsState int
 	sysfs   sysfsView
@@ -315,42 +316,59 @@ func (d *Device) FS() uevent.FS {
 	if d.fsState != 0 {
 		return d.fs
 	}
-	d.fs, d.fsState = d.probeFS()
+	d.fs, d.part, d.fsState = d.probeFS()
 	return d.fs
 }
 
-func (d *Device) probeFS() (uevent.FS, int) {
+// Partition returns the partition's table entry, for fstab's PARTUUID=
+// and PARTLABEL=: from the event's properties when it has them (udev's
+// ID_PART_ENTRY_*, the kernel's PARTNAME), else from the probe FS runs.
+func (d *Device) Partition() uevent.Partition {
+	if p, ok := uevent.PartitionFromProps(d.ev.Props); ok && p.UUID != "" {
+		return p // udev's: the whole entry
+	}
+	d.FS() // its probe reads the entry too
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.part != (uevent.Partition{}) {
+		return d.part
+	}
+	p, _ := uevent.PartitionFromProps(d.ev.Props) // the kernel's PARTNAME, at least
+	return p
+}
+
+func (d *Device) probeFS() (uevent.FS, uevent.Partition, int) {
 	if fs, ok := uevent.FSFromProps(d.ev.Props); ok {
-		return fs, 2
+		return fs, uevent.Partition{}, 2
 	}
 	if d.removed {
 		if d.rec != nil && d.rec.fsKnown {
-			return d.rec.fs, 1
+			return d.rec.fs, uevent.Partition{}, 1
 		}
-		return uevent.FS{}, 1
+		return uevent.FS{}, uevent.Partition{}, 1
 	}
 	if d.ev.Subsystem != "block" || !validAttrName(d.ev.DevName) {
-		return uevent.FS{}, 1 // validAttrName: a plain relative name, also for hand-made events
+		return uevent.FS{}, uevent.Partition{}, 1 // validAttrName: a plain relative name, also for hand-made events
 	}
 	if d.attrLocked("size").v == "0" { // empty loop device or card reader
-		return uevent.FS{}, 2
+		return uevent.FS{}, uevent.Partition{}, 2
 	}
 	m := d.m
 	if m.blkid == "" {
-		return uevent.FS{}, 1
+		return uevent.FS{}, uevent.Partition{}, 1
 	}
 	devnode := m.roots.DevNode(d.ev.DevName)
 	ctx, cancel := context.WithTimeout(d.ctx, m.timeout)
 	defer cancel()
 	defer context.AfterFunc(m.ctx, cancel)()
 	m.probes.Add(1)
-	fs, err := m.probe(ctx, devnode)
+	fs, part, err := m.probe(ctx, devnode)
 	if err != nil {
 		m.probeErrors.Add(1)
 		m.log.Warn("filesystem probe", "devnode", devnode, "err", err)
-		return uevent.FS{}, 1
+		return uevent.FS{}, uevent.Partition{}, 1
 	}
-	return fs, 2
+	return fs, part, 2
 }
 
 // errNotBlock is returned for a device node that is not a block device.

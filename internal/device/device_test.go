@@ -52,9 +52,9 @@ func newManager(t testing.TB, cfg Config) *Manager {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.probe = func(context.Context, string) (uevent.FS, error) {
+	m.probe = func(context.Context, string) (uevent.FS, uevent.Partition, error) {
 		t.Error("unexpected filesystem probe")
-		return uevent.FS{}, nil
+		return uevent.FS{}, uevent.Partition{}, nil
 	}
 	t.Cleanup(func() { m.Close() })
 	return m
@@ -559,9 +559,9 @@ func TestConcurrent(t *testing.T) {
 func TestFSLazy(t *testing.T) {
 	m := newManager(t, Config{})
 	var probed []string
-	m.probe = func(_ context.Context, devnode string) (uevent.FS, error) {
+	m.probe = func(_ context.Context, devnode string) (uevent.FS, uevent.Partition, error) {
 		probed = append(probed, devnode)
-		return uevent.FS{Type: "ext4", Usage: "filesystem"}, nil
+		return uevent.FS{Type: "ext4", Usage: "filesystem"}, uevent.Partition{}, nil
 	}
 	sdb1 := event(t, "add", sdb1Path, "DEVNAME=sdb1")
 
@@ -601,10 +601,10 @@ func TestFSLazy(t *testing.T) {
 func TestFSProbeCancelled(t *testing.T) {
 	m := newManager(t, Config{ProbeTimeout: time.Hour})
 	started := make(chan struct{})
-	m.probe = func(ctx context.Context, _ string) (uevent.FS, error) {
+	m.probe = func(ctx context.Context, _ string) (uevent.FS, uevent.Partition, error) {
 		close(started)
 		<-ctx.Done()
-		return uevent.FS{}, ctx.Err()
+		return uevent.FS{}, uevent.Partition{}, ctx.Err()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := m.For(ctx, event(t, "add", sdb1Path, "DEVNAME=sdb1"))
@@ -624,7 +624,7 @@ func TestFSProbeCancelled(t *testing.T) {
 
 func TestFSProbeError(t *testing.T) {
 	m := newManager(t, Config{})
-	m.probe = func(context.Context, string) (uevent.FS, error) { return uevent.FS{Type: "junk"}, errors.New("boom") }
+	m.probe = func(context.Context, string) (uevent.FS, uevent.Partition, error) { return uevent.FS{Type: "junk"}, uevent.Partition{}, errors.New("boom") }
 	d := m.For(context.Background(), event(t, "add", sdb1Path, "DEVNAME=sdb1"))
 	if got := d.FS(); got != (uevent.FS{}) {
 		t.Errorf("FS() after a failed probe = %+v, want zero", got)

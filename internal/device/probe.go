@@ -12,13 +12,15 @@ import (
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
-// maxProbeOutput bounds what is kept of blkid's stdout. Five tags, two
+// maxProbeOutput bounds what is kept of blkid's stdout. Seven tags, two
 // of them twice, each at most a few hundred bytes once encoded.
 const maxProbeOutput = 16 << 10
 
-// blkidArgs asks for a low-level probe (no cache file) of the tags uevent.FS
-// holds, in udev's encoding. Never "-d": see the package doc.
-var blkidArgs = []string{"-p", "-o", "udev", "-s", "TYPE", "-s", "USAGE", "-s", "VERSION", "-s", "UUID", "-s", "LABEL", "--"}
+// blkidArgs asks for a low-level probe (no cache file) of the tags
+// uevent.FS and uevent.Partition hold, in udev's encoding. Never "-d": see
+// the package doc.
+var blkidArgs = []string{"-p", "-o", "udev", "-s", "TYPE", "-s", "USAGE", "-s", "VERSION", "-s", "UUID", "-s", "LABEL",
+	"-s", "PART_ENTRY_UUID", "-s", "PART_ENTRY_NAME", "--"}
 
 // blkid exit codes (blkid(8)).
 const (
@@ -45,7 +47,7 @@ var errProbeStuck = errors.New("blkid does not die (uninterruptible sleep on the
 // one signature (blkid cannot tell which is real), is the zero FS. When
 // ctx ends blkid is killed; one that does not die is left behind, counted
 // in leaked until it is reaped.
-func blkidProbe(ctx context.Context, blkid, devnode string, leaked *atomic.Int64) (uevent.FS, error) {
+func blkidProbe(ctx context.Context, blkid, devnode string, leaked *atomic.Int64) (uevent.FS, uevent.Partition, error) {
 	stdout := boundedBuffer{max: maxProbeOutput}
 	stderr := boundedBuffer{max: 512}
 	cmd := exec.CommandContext(ctx, blkid, append(blkidArgs[:len(blkidArgs):len(blkidArgs)], devnode)...)
@@ -55,28 +57,28 @@ func blkidProbe(ctx context.Context, blkid, devnode string, leaked *atomic.Int64
 	cmd.WaitDelay = time.Second // blkid forks nothing; don't wait on pipes after a kill
 	err := runBounded(ctx, cmd, leaked)
 	if errors.Is(err, errProbeStuck) {
-		return uevent.FS{}, fmt.Errorf("blkid %s: %w", devnode, err)
+		return uevent.FS{}, uevent.Partition{}, fmt.Errorf("blkid %s: %w", devnode, err)
 	}
 	if ctx.Err() != nil {
-		return uevent.FS{}, fmt.Errorf("blkid %s: %w", devnode, ctx.Err())
+		return uevent.FS{}, uevent.Partition{}, fmt.Errorf("blkid %s: %w", devnode, ctx.Err())
 	}
 	if ee, ok := errors.AsType[*exec.ExitError](err); ok {
 		switch ee.ExitCode() {
 		case blkidNothingFound, blkidAmbivalent:
-			return uevent.FS{}, nil
+			return uevent.FS{}, uevent.Partition{}, nil
 		}
 	}
 	if err != nil {
-		return uevent.FS{}, fmt.Errorf("blkid %s: %w: %q", devnode, err, stderr.b)
+		return uevent.FS{}, uevent.Partition{}, fmt.Errorf("blkid %s: %w: %q", devnode, err, stderr.b)
 	}
 	if stdout.over {
-		return uevent.FS{}, fmt.Errorf("blkid %s: %w", devnode, errProbeBig)
+		return uevent.FS{}, uevent.Partition{}, fmt.Errorf("blkid %s: %w", devnode, errProbeBig)
 	}
-	fs, err := parseBlkid(stdout.b)
+	fs, part, err := parseBlkid(stdout.b)
 	if err != nil {
-		return uevent.FS{}, fmt.Errorf("blkid %s: %w", devnode, err)
+		return uevent.FS{}, uevent.Partition{}, fmt.Errorf("blkid %s: %w", devnode, err)
 	}
-	return fs, nil
+	return fs, part, nil
 }
 
 // runBounded runs cmd, waiting no longer than probeAbandon once ctx is
@@ -104,39 +106,40 @@ func runBounded(ctx context.Context, cmd *exec.Cmd, leaked *atomic.Int64) error 
 
 // parseBlkid decodes `blkid -o udev` output strictly: KEY=VALUE lines,
 // only the keys asked for, each once, encoded values well formed.
-func parseBlkid(out []byte) (uevent.FS, error) {
+func parseBlkid(out []byte) (uevent.FS, uevent.Partition, error) {
 	s := strings.TrimSuffix(string(out), "\n")
 	if s == "" {
-		return uevent.FS{}, nil
+		return uevent.FS{}, uevent.Partition{}, nil
 	}
 	var props []uevent.Property
 	for line := range strings.SplitSeq(s, "\n") {
 		k, v, ok := strings.Cut(line, "=")
 		if !ok {
-			return uevent.FS{}, fmt.Errorf("%w: line %q", errProbeOutput, line)
+			return uevent.FS{}, uevent.Partition{}, fmt.Errorf("%w: line %q", errProbeOutput, line)
 		}
 		switch k {
-		case "ID_FS_TYPE", "ID_FS_VERSION", "ID_FS_UUID_ENC", "ID_FS_LABEL_ENC":
+		case "ID_FS_TYPE", "ID_FS_VERSION", "ID_FS_UUID_ENC", "ID_FS_LABEL_ENC", "ID_PART_ENTRY_NAME", "ID_PART_ENTRY_UUID":
 			// blkid_encode_string output: valid UTF-8, no control
 			// characters, every backslash starting \xNN.
 			if !uevent.WellEncoded(v) {
-				return uevent.FS{}, fmt.Errorf("%w: %s=%q", errProbeOutput, k, v)
+				return uevent.FS{}, uevent.Partition{}, fmt.Errorf("%w: %s=%q", errProbeOutput, k, v)
 			}
 		case "ID_FS_USAGE", "ID_FS_UUID", "ID_FS_LABEL":
 			// USAGE is a libblkid constant; the other two are blkid's
 			// lossy "safe" strings, superseded by their _ENC twins.
 		default:
-			return uevent.FS{}, fmt.Errorf("%w: key %q", errProbeOutput, k)
+			return uevent.FS{}, uevent.Partition{}, fmt.Errorf("%w: key %q", errProbeOutput, k)
 		}
 		for _, p := range props {
 			if p.Key == k {
-				return uevent.FS{}, fmt.Errorf("%w: duplicate %s", errProbeOutput, k)
+				return uevent.FS{}, uevent.Partition{}, fmt.Errorf("%w: duplicate %s", errProbeOutput, k)
 			}
 		}
 		props = append(props, uevent.Property{Key: k, Value: v})
 	}
 	fs, _ := uevent.FSFromProps(props)
-	return fs, nil
+	part, _ := uevent.PartitionFromProps(props)
+	return fs, part, nil
 }
 
 // boundedBuffer keeps the first max bytes written to it and notes that

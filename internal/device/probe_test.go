@@ -85,7 +85,7 @@ func TestParseBlkid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseBlkid([]byte(tt.out))
+			got, _, err := parseBlkid([]byte(tt.out))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -112,7 +112,7 @@ func TestParseBlkidRejects(t *testing.T) {
 		"lone backslash at the end": "ID_FS_UUID_ENC=a\\\n",
 		"escape in TYPE":            "ID_FS_TYPE=ext\\q\n",
 	} {
-		if fs, err := parseBlkid([]byte(out)); !errors.Is(err, errProbeOutput) {
+		if fs, _, err := parseBlkid([]byte(out)); !errors.Is(err, errProbeOutput) {
 			t.Errorf("%s: parseBlkid(%q) = %+v, %v; want errProbeOutput", name, out, fs, err)
 		}
 	}
@@ -138,7 +138,7 @@ func TestBlkidProbeFake(t *testing.T) {
 for a in "$@"; do printf '%s\n' "$a"; done > `+dir+`/args
 env > `+dir+`/env
 printf 'ID_FS_TYPE=ext4\nID_FS_USAGE=filesystem\n'`)
-		fs, err := blkidProbe(ctx, blkid, "/dev/sdb1", new(atomic.Int64))
+		fs, _, err := blkidProbe(ctx, blkid, "/dev/sdb1", new(atomic.Int64))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -165,31 +165,31 @@ printf 'ID_FS_TYPE=ext4\nID_FS_USAGE=filesystem\n'`)
 	})
 	for _, code := range []string{"2", "8"} {
 		t.Run("exit "+code, func(t *testing.T) {
-			fs, err := blkidProbe(ctx, fakeBlkid(t, "echo ID_FS_TYPE=junk; exit "+code), "/dev/sdb1", new(atomic.Int64))
+			fs, _, err := blkidProbe(ctx, fakeBlkid(t, "echo ID_FS_TYPE=junk; exit "+code), "/dev/sdb1", new(atomic.Int64))
 			if err != nil || fs != (uevent.FS{}) {
 				t.Errorf("got %+v, %v; want nothing found", fs, err)
 			}
 		})
 	}
 	t.Run("failure", func(t *testing.T) {
-		_, err := blkidProbe(ctx, fakeBlkid(t, "echo 'blkid: bad usage' >&2; exit 4"), "/dev/sdb1", new(atomic.Int64))
+		_, _, err := blkidProbe(ctx, fakeBlkid(t, "echo 'blkid: bad usage' >&2; exit 4"), "/dev/sdb1", new(atomic.Int64))
 		if err == nil || !strings.Contains(err.Error(), "bad usage") {
 			t.Errorf("err = %v, want the exit status and stderr", err)
 		}
 	})
 	t.Run("not found", func(t *testing.T) {
-		if _, err := blkidProbe(ctx, "/nonexistent/blkid", "/dev/sdb1", new(atomic.Int64)); err == nil {
+		if _, _, err := blkidProbe(ctx, "/nonexistent/blkid", "/dev/sdb1", new(atomic.Int64)); err == nil {
 			t.Error("no error running a missing blkid")
 		}
 	})
 	t.Run("bad output", func(t *testing.T) {
-		_, err := blkidProbe(ctx, fakeBlkid(t, "printf 'ID_FS_TYPE=ext4\\nID_FS_TYPE=vfat\\n'"), "/dev/sdb1", new(atomic.Int64))
+		_, _, err := blkidProbe(ctx, fakeBlkid(t, "printf 'ID_FS_TYPE=ext4\\nID_FS_TYPE=vfat\\n'"), "/dev/sdb1", new(atomic.Int64))
 		if !errors.Is(err, errProbeOutput) {
 			t.Errorf("err = %v, want errProbeOutput", err)
 		}
 	})
 	t.Run("too much output", func(t *testing.T) {
-		_, err := blkidProbe(ctx, fakeBlkid(t, "i=0; while [ $i -lt 2000 ]; do echo ID_FS_LABEL=xxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done"), "/dev/sdb1", new(atomic.Int64))
+		_, _, err := blkidProbe(ctx, fakeBlkid(t, "i=0; while [ $i -lt 2000 ]; do echo ID_FS_LABEL=xxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done"), "/dev/sdb1", new(atomic.Int64))
 		if !errors.Is(err, errProbeBig) {
 			t.Errorf("err = %v, want errProbeBig", err)
 		}
@@ -198,7 +198,7 @@ printf 'ID_FS_TYPE=ext4\nID_FS_USAGE=filesystem\n'`)
 		ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		_, err := blkidProbe(ctx, fakeBlkid(t, "exec sleep 30"), "/dev/sdb1", new(atomic.Int64))
+		_, _, err := blkidProbe(ctx, fakeBlkid(t, "exec sleep 30"), "/dev/sdb1", new(atomic.Int64))
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("err = %v, want DeadlineExceeded", err)
 		}
@@ -238,7 +238,7 @@ func TestBlkidLabels(t *testing.T) {
 		if out, err := exec.Command(mkfs, "-q", "-F", "-L", label, img).CombinedOutput(); err != nil {
 			t.Fatalf("mkfs.ext4 -L %q: %v: %s", label, err, out)
 		}
-		fs, err := blkidProbe(context.Background(), blkid, img, new(atomic.Int64))
+		fs, _, err := blkidProbe(context.Background(), blkid, img, new(atomic.Int64))
 		if err != nil {
 			t.Errorf("label %q: %v", label, err)
 			continue
@@ -259,7 +259,7 @@ func TestBlkidProbeUnkillable(t *testing.T) {
 	defer cancel()
 	var leaked atomic.Int64
 	start := time.Now()
-	_, err := blkidProbe(ctx, blkid, dev.Dev, &leaked)
+	_, _, err := blkidProbe(ctx, blkid, dev.Dev, &leaked)
 	if !errors.Is(err, errProbeStuck) || leaked.Load() != 1 {
 		t.Fatalf("probe of a stalled disk: %v, %d left behind; want %v and 1", err, leaked.Load(), errProbeStuck)
 	}

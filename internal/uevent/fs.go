@@ -34,31 +34,31 @@ func FSFromProps(props []Property) (fs FS, ok bool) {
 		ok = true
 		switch p.Key {
 		case "ID_FS_TYPE":
-			fs.Type = decodeEnc(p.Value)
+			fs.Type = DecodeEnc(p.Value)
 		case "ID_FS_USAGE":
 			fs.Usage = p.Value
 		case "ID_FS_VERSION":
-			fs.Version = decodeEnc(p.Value)
+			fs.Version = DecodeEnc(p.Value)
 		case "ID_FS_LABEL":
 			if !labelEnc {
 				fs.Label = p.Value
 			}
 		case "ID_FS_LABEL_ENC":
-			fs.Label, labelEnc = decodeEnc(p.Value), true
+			fs.Label, labelEnc = DecodeEnc(p.Value), true
 		case "ID_FS_UUID":
 			if !uuidEnc {
 				fs.UUID = p.Value
 			}
 		case "ID_FS_UUID_ENC":
-			fs.UUID, uuidEnc = decodeEnc(p.Value), true
+			fs.UUID, uuidEnc = DecodeEnc(p.Value), true
 		}
 	}
 	return fs, ok
 }
 
-// decodeEnc undoes blkid_encode_string (and udev's encode_devnode_name):
+// DecodeEnc undoes blkid_encode_string (and udev's encode_devnode_name):
 // "\xNN" is the byte NN. A backslash not starting "\xNN" is kept.
-func decodeEnc(s string) string {
+func DecodeEnc(s string) string {
 	if strings.IndexByte(s, '\\') < 0 {
 		return s
 	}
@@ -115,4 +115,33 @@ func unhex(c byte) (byte, bool) {
 		return c - 'A' + 10, true
 	}
 	return 0, false
+}
+
+// Partition is what is known of a partition's entry in its table, for
+// fstab's PARTUUID= and PARTLABEL=: from udev's ID_PART_ENTRY_UUID and
+// ID_PART_ENTRY_NAME (\xNN-encoded, as blkid prints them too) or, in a
+// kernel event, PARTNAME, which the kernel's own partition parser sets
+// from a GPT entry. Name is device-controlled.
+type Partition struct {
+	UUID string
+	Name string
+}
+
+// PartitionFromProps reads the partition entry properties; ok is false
+// when there is none.
+func PartitionFromProps(props []Property) (p Partition, ok bool) {
+	var named bool
+	for _, pr := range props {
+		switch pr.Key {
+		case "ID_PART_ENTRY_UUID":
+			p.UUID, ok = DecodeEnc(pr.Value), true
+		case "ID_PART_ENTRY_NAME":
+			p.Name, named, ok = DecodeEnc(pr.Value), true, true
+		case "PARTNAME":
+			if !named {
+				p.Name, ok = pr.Value, true
+			}
+		}
+	}
+	return p, ok
 }

@@ -68,3 +68,22 @@ func TestWellEncoded(t *testing.T) {
 		}
 	}
 }
+
+func TestPartitionFromProps(t *testing.T) {
+	for _, tt := range []struct {
+		props  []Property
+		want   Partition
+		wantOK bool
+	}{
+		{[]Property{{"ID_PART_ENTRY_UUID", "0b3e6e3c-01"}, {"ID_PART_ENTRY_NAME", `My\x20Data`}}, Partition{UUID: "0b3e6e3c-01", Name: "My Data"}, true},
+		{[]Property{{"PARTN", "1"}, {"PARTNAME", "My Data"}}, Partition{Name: "My Data"}, true},
+		{[]Property{{"ID_PART_ENTRY_NAME", `udev`}, {"PARTNAME", "kernel"}}, Partition{Name: "udev"}, true},
+		{[]Property{{"PARTNAME", "kernel"}, {"ID_PART_ENTRY_NAME", `udev`}}, Partition{Name: "udev"}, true},
+		{[]Property{{"PARTN", "1"}}, Partition{}, false},
+	} {
+		got, ok := PartitionFromProps(tt.props)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("%v: %+v %v, want %+v %v", tt.props, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}

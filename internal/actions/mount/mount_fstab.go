@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+
+	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
 // fstabEntry is the device field of one fstab line.
@@ -75,9 +77,25 @@ func unescapeOctal(s string) string {
 
 func isOctal(c byte) bool { return c >= '0' && c <= '7' }
 
+// byTag maps udev's /dev/disk/by-* directories to the tags they stand
+// for: an fstab entry may name a device by its link, which does not exist
+// without udev (source: kernel) but means the same.
+var byTag = map[string]string{
+	"/dev/disk/by-label/":     "LABEL",
+	"/dev/disk/by-uuid/":      "UUID",
+	"/dev/disk/by-partuuid/":  "PARTUUID",
+	"/dev/disk/by-partlabel/": "PARTLABEL",
+}
+
 // fstabTag splits "LABEL=x", "UUID=x", "PARTUUID=x", "PARTLABEL=x" (value
-// optionally quoted); ok is false for anything else, such as a path.
+// optionally quoted) and their /dev/disk/by-* links (whose names udev
+// \xNN-encodes); ok is false for anything else, such as another path.
 func fstabTag(spec string) (tag, value string, ok bool) {
+	for dir, t := range byTag {
+		if name, ok := strings.CutPrefix(spec, dir); ok && name != "" && !strings.Contains(name, "/") {
+			return t, uevent.DecodeEnc(name), true
+		}
+	}
 	tag, value, ok = strings.Cut(spec, "=")
 	if !ok {
 		return "", "", false

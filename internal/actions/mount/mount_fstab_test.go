@@ -48,6 +48,13 @@ func TestMountFstabMatch(t *testing.T) {
 		{"LABEL=", false},
 		{"ID=My Disk", false},
 		{"/dev/sdb1", false},
+		{`/dev/disk/by-label/My\x20Disk`, true},
+		{"/dev/disk/by-uuid/0a3407de-014b-458b-b5c1-848e92a327a3", true},
+		{"/dev/disk/by-partuuid/1234abcd-01", true},
+		{"/dev/disk/by-partlabel/data", true},
+		{"/dev/disk/by-partlabel/other", false},
+		{"/dev/disk/by-partlabel/", false},
+		{"/dev/disk/by-id/usb-x", false},
 	}
 	for _, tt := range tests {
 		tag, value, ok := fstabTag(tt.spec)
