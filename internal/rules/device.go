@@ -39,7 +39,7 @@ func (d EventOnly) DevNode() string {
 	if d.Event == nil {
 		return ""
 	}
-	return host.Default().DevNode(d.Event.DevName)
+	return host.Default().DevNode(d.Event.NodeName())
 }
 
 // Attr returns "": there is no sysfs to read.

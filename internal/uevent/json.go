@@ -1,6 +1,7 @@
 package uevent
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -29,7 +30,7 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		Subsystem: e.Subsystem,
 		DevType:   e.DevType,
 		DevName:   e.DevName,
-		DevNode:   devNode(e.DevName),
+		DevNode:   devNode(e.NodeName()),
 		Source:    e.Source,
 		Env:       e.Env(),
 	})
@@ -64,10 +65,13 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 	if j.Seqnum != 0 {
 		top = append(top, Property{"SEQNUM", fmt.Sprint(j.Seqnum)})
 	}
+	route := IsRouteAction(cmp.Or(j.Action, env["ACTION"]))
 	var props []Property
 	for _, p := range top {
 		v, ok := env[p.Key]
 		switch {
+		case route && p.Key == "DEVNAME" && !ok && p.Value == env["INTERFACE"]:
+			// A link's devname is its INTERFACE, not a node's DEVNAME.
 		case ok && p.Value != "" && v != p.Value && !(p.Key == "DEVNAME" && v == "/dev/"+p.Value):
 			return fmt.Errorf("%w: %s %q, env %q", ErrHeaderMismatch, p.Key, p.Value, v)
 		case !ok && p.Value != "":
@@ -90,7 +94,7 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	switch j.Source {
-	case SourceKernel, SourceUdev, SourceColdplug, SourceResync, SourceTest:
+	case SourceKernel, SourceUdev, SourceRoute, SourceColdplug, SourceResync, SourceTest:
 		ev.Source = j.Source
 	case "":
 		ev.Source = SourceTest

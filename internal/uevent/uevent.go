@@ -12,12 +12,15 @@ import (
 // Source says where an event came from.
 type Source string
 
-// The sources of events. Kernel and udev are the two netlink groups;
-// coldplug and resync are synthesised by the daemon from /sys; test is
-// an event fed to `hotplugd test`.
+// The sources of events. Kernel and udev are the two netlink groups of
+// uevents; route is the NETLINK_ROUTE socket, which tells of network
+// links and addresses; coldplug and resync are synthesised by the daemon
+// from /sys (and coldplug, with the network on, from the links and
+// addresses present at start); test is an event fed to `hotplugd test`.
 const (
 	SourceKernel   Source = "kernel"
 	SourceUdev     Source = "udev"
+	SourceRoute    Source = "route"
 	SourceColdplug Source = "coldplug"
 	SourceResync   Source = "resync"
 	SourceTest     Source = "test"
@@ -66,6 +69,23 @@ var (
 // lib/kobject_uevent.c).
 var Actions = []string{"add", "remove", "change", "move", "online", "offline", "bind", "unbind"}
 
+// RouteActions lists the actions of the events of network links and
+// addresses, which come from NETLINK_ROUTE and never in a uevent:
+// IFF_UP set and cleared, IFF_LOWER_UP (carrier) set and cleared, an
+// address added and removed.
+var RouteActions = []string{"link-up", "link-down", "carrier", "no-carrier", "address-add", "address-remove"}
+
+// IsRouteAction reports whether action is one of RouteActions: the event
+// tells of a link or an address, not of a device appearing or changing.
+func IsRouteAction(action string) bool {
+	for _, x := range RouteActions {
+		if action == x {
+			return true
+		}
+	}
+	return false
+}
+
 // Property is one KEY=VALUE of an event.
 type Property struct {
 	Key   string
@@ -102,6 +122,16 @@ func (e *Event) Lookup(key string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// NodeName is the DEVNAME of the event's device node under /dev, "" when
+// it has none. The devname of an event of a network link or address is
+// the interface's name, which has no node.
+func (e *Event) NodeName() string {
+	if IsRouteAction(e.Action) {
+		return ""
+	}
+	return e.DevName
 }
 
 // Env returns the properties as a new map.
@@ -235,20 +265,25 @@ func parseProps(s string, limit int) (Event, error) {
 }
 
 // FromProps builds an event from properties, applying every check Parse
-// applies to them. It keeps props as the event's Props.
+// applies to them, except that the action may also be one of
+// RouteActions: a recorded or hand-written event of a link or an
+// address. It keeps props as the event's Props.
 func FromProps(props []Property) (Event, error) {
 	return fromProps(props, false)
 }
 
-func fromProps(props []Property, keysChecked bool) (Event, error) {
+// fromProps checks props as an event. wire is set for a message read from
+// a netlink socket: its keys are checked already, and its action must be
+// one the kernel sends.
+func fromProps(props []Property, wire bool) (Event, error) {
 	var e Event
-	var seqnum string
+	var seqnum, iface string
 	var haveSeqnum bool
 	// Duplicate keys: a 64-bit filter of a cheap hash of each key, so
 	// that keys are compared only when two hash alike.
 	var seen uint64
 	for i, p := range props {
-		if !keysChecked {
+		if !wire {
 			if err := checkKey(p.Key); err != nil {
 				return Event{}, err
 			}
@@ -275,6 +310,8 @@ func fromProps(props []Property, keysChecked bool) (Event, error) {
 			e.DevName = p.Value
 		case "SEQNUM":
 			seqnum, haveSeqnum = p.Value, true
+		case "INTERFACE":
+			iface = p.Value
 		}
 	}
 	switch {
@@ -287,8 +324,12 @@ func fromProps(props []Property, keysChecked bool) (Event, error) {
 	case !haveSeqnum:
 		return Event{}, ErrNoSeqnum
 	}
-	if !knownAction(e.Action) {
+	route := !wire && IsRouteAction(e.Action)
+	if !knownAction(e.Action) && !route {
 		return Event{}, fmt.Errorf("%w: %q", ErrUnknownAction, e.Action)
+	}
+	if route && e.DevName == "" {
+		e.DevName = iface // the devname of a link's event is the interface
 	}
 	if err := checkDevPath(e.DevPath); err != nil {
 		return Event{}, err
