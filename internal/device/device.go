@@ -161,9 +161,16 @@ func (m *Manager) Recorded(devpath string) ([]uevent.Property, bool) { return m.
 // actions update it, and a move carries it over from DEVPATH_OLD. A
 // remove takes the device out of the database, and the returned Device
 // answers from what it held, never from sysfs: a new device may already
-// have taken the devpath.
+// have taken the devpath. An event of a network link or address
+// (uevent.RouteActions) tells of the link, not of the device: the
+// database is neither read nor changed for it, and the Device answers
+// from sysfs.
 func (m *Manager) For(ctx context.Context, ev uevent.Event) *Device {
 	d := &Device{m: m, ctx: ctx, ev: ev}
+	if uevent.IsRouteAction(ev.Action) {
+		d.transient = true
+		return d
+	}
 	props := slices.Clone(ev.Props)
 	switch ev.Action {
 	case "remove":
@@ -191,6 +198,8 @@ type Device struct {
 	ev      uevent.Event
 	removed bool    // a remove event: answer only from rec
 	rec     *record // what the database held, for a remove
+	// transient is an event of a link or address: Done records nothing.
+	transient bool
 
 	mu    sync.Mutex
 	done  bool
@@ -205,7 +214,7 @@ type Device struct {
 
 // DevNode is the device node of the event's DEVNAME under the device
 // root, "" when it has none.
-func (d *Device) DevNode() string { return d.m.roots.DevNode(d.ev.DevName) }
+func (d *Device) DevNode() string { return d.m.roots.DevNode(d.ev.NodeName()) }
 
 // Attr returns the sysfs attribute name of the device, "" when absent or
 // unreadable. name is a plain attribute ("removable") or a relative path
@@ -401,7 +410,7 @@ func (d *Device) Done() {
 	d.done = true
 	gone := d.sysfs.opened && !d.sysfs.ok
 	d.sysfs.close()
-	if d.removed {
+	if d.removed || d.transient {
 		return
 	}
 	u := update{fs: d.fs, fsKnown: d.fsState == 2}

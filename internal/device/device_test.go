@@ -673,3 +673,32 @@ func recordedProps(d *Device) []uevent.Property {
 	}
 	return d.rec.props
 }
+
+// TestRouteEventLeavesDatabase: an event of a link's state reads sysfs
+// but neither changes nor creates what the database holds: a resync
+// builds the remove of a vanished interface from its uevents, and a
+// carrier arriving after the interface's remove must not bring it back.
+func TestRouteEventLeavesDatabase(t *testing.T) {
+	m := newManager(t, Config{})
+	const lo = "/devices/virtual/net/lo"
+	carrier := event(t, "carrier", lo, "SUBSYSTEM=net", "INTERFACE=lo", "IFINDEX=1", "OPERSTATE=unknown")
+	d := m.For(context.Background(), carrier)
+	if got := d.Attr("mtu"); got != "65536" {
+		t.Errorf("Attr(mtu) of a route event = %q, want 65536 from sysfs", got)
+	}
+	if got := d.DevNode(); got != "" {
+		t.Errorf("DevNode() of a route event = %q, want none: an interface has no node", got)
+	}
+	d.Done()
+	if m.db.known(lo) {
+		t.Error("a route event made a database record")
+	}
+
+	add := event(t, "add", lo, "SUBSYSTEM=net", "INTERFACE=lo", "IFINDEX=1")
+	m.For(context.Background(), add).Done()
+	m.For(context.Background(), carrier).Done()
+	props, ok := m.Recorded(lo)
+	if !ok || len(props) == 0 || props[0].Value != "add" {
+		t.Errorf("after add and carrier the database holds %v, want the add's properties", props)
+	}
+}
