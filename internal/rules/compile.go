@@ -205,7 +205,7 @@ func (v visitor) Visit(n *ast.Node) { v(*n) }
 type prefilter struct {
 	actions    []string
 	subsystems []string
-	actionMask uint16 // actions as bits of uevent.Actions, for allows
+	actionMask uint16 // actions as actionBits, for allows
 }
 
 // prefilterOf collects the sets from the top-level && conjuncts of n of
@@ -257,14 +257,41 @@ func prefilterOf(n ast.Node) (prefilter, []ast.Node) {
 }
 
 // actionBit is the bit of action a in a prefilter's actionMask: its
-// index in uevent.Actions, the only actions an event can have.
+// index in uevent.Actions followed by uevent.RouteActions, the only
+// actions an event can have; 0 for any other.
 func actionBit(a string) uint16 {
 	for i, x := range uevent.Actions {
 		if x == a {
 			return 1 << i
 		}
 	}
+	for i, x := range uevent.RouteActions {
+		if x == a {
+			return 1 << (len(uevent.Actions) + i)
+		}
+	}
 	return 0
+}
+
+// numActions is how many bits actionBit gives out.
+func numActions() int { return len(uevent.Actions) + len(uevent.RouteActions) }
+
+// actionNames lists the actions an event can have, for messages.
+func actionNames() string {
+	all := append(slices.Clone(uevent.Actions), uevent.RouteActions...)
+	return strings.Join(all[:len(all)-1], ", ") + " or " + all[len(all)-1]
+}
+
+// unknownActions returns the actions of the pre-filter that no event
+// has: a typo, which would make the rule dead.
+func (pf *prefilter) unknownActions() []string {
+	var out []string
+	for _, a := range pf.actions {
+		if actionBit(a) == 0 {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // constraint recognises a conjunct that limits one of the pre-filtered

@@ -351,7 +351,7 @@ func (l *loader) user(n *yaml.Node, what string) *User {
 	return r.u
 }
 
-var settingKeys = []string{"source", "coldplug", "workers", "action_timeout", "mount_root", "state_dir", "log_level"}
+var settingKeys = []string{"source", "coldplug", "workers", "action_timeout", "mount_root", "state_dir", "log_level", "network"}
 
 func (l *loader) loadSettings(n *yaml.Node) Settings {
 	s := DefaultSettings()
@@ -405,6 +405,11 @@ func (l *loader) loadSettings(n *yaml.Node) Settings {
 			default:
 				l.errAt(v.val, "log_level must be debug, info, warn or error, not %q", lv)
 			}
+		}
+	}
+	if v, ok := f["network"]; ok {
+		if b, ok := l.boolean(v.val, "network"); ok {
+			s.Network = b
 		}
 	}
 	return s
@@ -495,6 +500,9 @@ func (l *loader) loadRule(n *yaml.Node, seen map[string]int) *Rule {
 				if f.set != nil && len(f.set) == 0 {
 					l.errAt(v.val, "match: can never be true: its conditions on %s exclude each other", f.name)
 				}
+			}
+			for _, a := range c.filter.unknownActions() {
+				l.errAt(v.val, "match: no event has action %q (want %s)", a, actionNames())
 			}
 			if c.readMount >= 0 {
 				l.errPos(l.scalarPos(v.val, runeToByte(src, c.readMount)), "match: mount.path is only known in actions, after a mount")

@@ -366,7 +366,7 @@ var parseErrorTests = []struct {
 			`t.yaml:5:15: mount_root must be an absolute path, not "media"`,
 			`t.yaml:6:14: state_dir "/run/../tmp" is not a clean path (did you mean "/tmp"?)`,
 			`t.yaml:7:14: log_level must be debug, info, warn or error, not "verbose"`,
-			`t.yaml:8:3: unknown key "logfile" in settings (want source, coldplug, workers, action_timeout, mount_root, state_dir, log_level)`,
+			`t.yaml:8:3: unknown key "logfile" in settings (want source, coldplug, workers, action_timeout, mount_root, state_dir, log_level, network)`,
 		},
 	},
 	{

@@ -273,7 +273,7 @@ func TestPrefilterSound(t *testing.T) {
 			t.Fatalf("%q: %s", m, probs[0].msg)
 		}
 		elided, _ := compile(m, modeMatch)
-		for _, action := range uevent.Actions {
+		for _, action := range allActions() {
 			for _, subsystem := range subsystems {
 				ev := withFields(t, base, action, subsystem)
 				ok, _ := full.filter.allows(actionBit(ev.Action), ev.Subsystem)
@@ -594,7 +594,7 @@ func TestAppendMatchedAgreesWithMatch(t *testing.T) {
 `)
 	base := capture(t, "loop0p1-partition-add.kernel")
 	matchedSome := 0
-	for _, action := range uevent.Actions {
+	for _, action := range allActions() {
 		for _, subsystem := range []string{"block", "net", "usb"} {
 			ev := withFields(t, base, action, subsystem)
 			var want []string

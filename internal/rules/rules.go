@@ -25,15 +25,14 @@ type RuleSet struct {
 	log  *slog.Logger
 	now  func() time.Time
 	pool sync.Pool // of *evaluator
-	// byAction lists, per bit of uevent.Actions, the rules whose
-	// pre-filter admits that action, in file order: AppendMatched looks
-	// at no other rule.
+	// byAction lists, per actionBit, the rules whose pre-filter admits
+	// that action, in file order: AppendMatched looks at no other rule.
 	byAction [16][]*Rule
 }
 
 // index builds byAction.
 func (rs *RuleSet) index() {
-	for bit := range len(uevent.Actions) {
+	for bit := range numActions() {
 		for _, r := range rs.Rules {
 			if r.filter.actions == nil || r.filter.actionMask&(1<<bit) != 0 {
 				rs.byAction[bit] = append(rs.byAction[bit], r)
@@ -51,6 +50,7 @@ type Settings struct {
 	MountRoot     string        // where automatic mount points are created
 	StateDir      string        // where mounts.json lives
 	LogLevel      slog.Level
+	Network       bool // also listen to NETLINK_ROUTE: links and addresses
 }
 
 // DefaultSettings returns the settings of a file that sets none.
