@@ -20,21 +20,17 @@ import (
 // one JSON object a line, until ctx is cancelled; then one summary line of
 // the listener's counters on stderr.
 func runMonitor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("monitor", "monitor [--json] [--source kernel|udev|auto] [--subsystem S]",
+	fs := newFlags("monitor", "monitor [--json] [--source kernel|udev|auto|route] [--subsystem S]",
 		"Print live uevents like udevadm monitor --property, or one JSON object\n"+
 			"a line; on exit, a summary of what was received and dropped.", stderr)
 	asJSON := fs.Bool("json", false, "print one JSON object per event and line")
-	source := fs.String("source", "kernel", "`kernel`, udev or auto (udev when udevd runs)")
+	source := fs.String("source", "kernel", "`kernel`, udev, auto (udev when udevd runs) or route (network links and addresses)")
 	subsystem := fs.String("subsystem", "", "print only events of this `subsystem`")
 	if _, exit, ok := parseFlags(fs, args, false); !ok {
 		return exit
 	}
 
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	l, err := listener.New(listener.Config{Source: *source}, log)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	p := &printer{
@@ -46,6 +42,13 @@ func runMonitor(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	filter := ""
 	if p.subsystem != "" {
 		filter = ", subsystem " + strconv.Quote(p.subsystem)
+	}
+	if *source == "route" {
+		return monitorRoute(ctx, p, filter, stderr, log)
+	}
+	l, err := listener.New(listener.Config{Source: *source}, log)
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(stderr, "hotplugd monitor: listening to %s uevents%s\n", l.Source(), filter)
 
