@@ -88,6 +88,7 @@ type daemon struct {
 	log      *slog.Logger
 	sd       notifier
 	src      eventSource
+	net      eventSource // the route listener (settings.network), or nil
 	devs     *device.Manager
 	deps     *actions.Deps
 	disp     *dispatcher
@@ -149,6 +150,11 @@ func newDaemon(cfg Config) (_ *daemon, err error) {
 	if d.src, err = cfg.openSource(settings, cfg.Roots, d.log); err != nil {
 		return nil, err
 	}
+	if settings.Network {
+		if d.net, err = openRoute(settings, cfg.Roots, d.log); err != nil {
+			return nil, err
+		}
+	}
 	if d.devs, err = device.New(device.Config{Roots: cfg.Roots, Logger: d.log}); err != nil {
 		return nil, err
 	}
@@ -200,6 +206,9 @@ func (d *daemon) close() {
 	if d.src != nil {
 		d.src.Close()
 	}
+	if d.net != nil {
+		d.net.Close()
+	}
 }
 
 // load reads, checks and compiles the rules file. old, when not nil, is
@@ -228,8 +237,8 @@ func (d *daemon) load(old *ruleState) (*ruleState, error) {
 			return nil, err
 		}
 		a, b := old.rs.Settings, rs.Settings
-		if a.Source != b.Source || a.Workers != b.Workers || a.MountRoot != b.MountRoot || a.StateDir != b.StateDir || a.Coldplug != b.Coldplug {
-			d.log.Warn("source, workers, coldplug, mount_root and state_dir take effect at the next start; the rest is in force now")
+		if a.Source != b.Source || a.Workers != b.Workers || a.MountRoot != b.MountRoot || a.StateDir != b.StateDir || a.Coldplug != b.Coldplug || a.Network != b.Network {
+			d.log.Warn("source, workers, coldplug, network, mount_root and state_dir take effect at the next start; the rest is in force now")
 		}
 	}
 	return st, nil

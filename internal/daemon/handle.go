@@ -16,7 +16,7 @@ import (
 // per device.
 func (d *daemon) handle(ctx context.Context, ev *uevent.Event) {
 	defer d.handled.Add(1)
-	if ev.Source == uevent.SourceColdplug {
+	if ev.Source == uevent.SourceColdplug && !uevent.IsRouteAction(ev.Action) { // not the links' and addresses' of start
 		defer d.coldplugDone()
 	}
 	d.notePresence(ev)

@@ -88,8 +88,13 @@ func (d *daemon) baseline() {
 	}
 }
 
-// notePresence keeps d.present up to date with one event.
+// notePresence keeps d.present up to date with one event. A link's
+// state or address says nothing of it: one that arrives after its
+// interface's remove must not bring the device back.
 func (d *daemon) notePresence(ev *uevent.Event) {
+	if uevent.IsRouteAction(ev.Action) {
+		return
+	}
 	d.presentMu.Lock()
 	defer d.presentMu.Unlock()
 	switch ev.Action {

@@ -19,6 +19,7 @@ type serving struct {
 	killActs   context.CancelFunc // ends the actions' context
 	stopWake   func() bool
 	lstDone    chan error    // the event source's Run returned
+	netDone    chan error    // the route source's Run returned; nil without one
 	resync     chan struct{} // an overrun asks for a resync
 	bg         sync.WaitGroup
 }
@@ -52,13 +53,14 @@ func (d *daemon) start(ctx context.Context) *serving {
 		d.baseline() // before intake: what was there before any event
 	}
 	s.bg.Go(func() { s.lstDone <- d.src.Run(s.intake, handler{d: d, ctx: s.intake, resync: s.resync}) })
+	d.startNetwork(s)
 	if settings.Coldplug {
 		d.disp.beginColdplug()
 		d.coldplugLeft.Store(1)
 		s.bg.Go(func() { d.coldplug(s.intake) })
 	}
 	d.log.Info("hotplugd running", "rules", len(st.rs.Rules), "file", st.rs.File, "source", d.src.Source(),
-		"workers", settings.Workers, "coldplug", settings.Coldplug)
+		"workers", settings.Workers, "coldplug", settings.Coldplug, "network", d.net != nil)
 	d.sd.ready(d.status())
 	return s
 }
@@ -83,6 +85,12 @@ func (d *daemon) loop(ctx context.Context, s *serving, hup <-chan os.Signal) err
 			s.lstDone <- err // for shutdown
 			if err != nil {
 				return fmt.Errorf("listener: %w", err)
+			}
+			return nil
+		case err := <-s.netDone:
+			s.netDone <- err // for shutdown
+			if err != nil {
+				return fmt.Errorf("route listener: %w", err)
 			}
 			return nil
 		case <-hup:
@@ -138,6 +146,9 @@ func (d *daemon) shutdown(s *serving) {
 	d.log.Info("stopping: no new events; waiting for running actions", "deadline", d.cfg.StopTimeout)
 	s.stopIntake()
 	<-s.lstDone
+	if s.netDone != nil {
+		<-s.netDone
+	}
 	closed := make(chan struct{})
 	go func() { d.disp.Close(); close(closed) }()
 	select {
@@ -151,8 +162,9 @@ func (d *daemon) shutdown(s *serving) {
 	s.stopWake()
 	s.killActs()
 	ls := d.src.Stats()
-	d.log.Info("stopped", "events", d.handled.Load(), "received", ls.Received, "dropped", ls.Dropped(),
-		"overruns", ls.Overruns, "actions_ok", d.actionsOK.Load(), "actions_failed", d.actionsFailed.Load())
+	args := []any{"events", d.handled.Load(), "received", ls.Received, "dropped", ls.Dropped(),
+		"overruns", ls.Overruns, "actions_ok", d.actionsOK.Load(), "actions_failed", d.actionsFailed.Load()}
+	d.log.Info("stopped", append(args, d.netLog()...)...)
 }
 
 // handler feeds the event source's events to the dispatcher.
