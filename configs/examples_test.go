@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -162,5 +163,47 @@ func TestConfigsNameShippedDocuments(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// route is an event of a network link as the route listener makes it.
+func route(t *testing.T, action, iface string, kv ...string) *uevent.Event {
+	t.Helper()
+	return event(t, append([]string{"ACTION=" + action, "DEVPATH=/devices/pci0000:00/0000:00:1c.0/0000:03:00.0/net/" + iface,
+		"SUBSYSTEM=net", "INTERFACE=" + iface, "IFINDEX=3", "OPERSTATE=up", "MTU=1500", "MAC=0e:7e:20:04:f5:a4"}, kv...)...)
+}
+
+// TestNetworkCarrierWiredOnly: the cable rules are for wired interfaces,
+// the address rule for global IPv4 addresses only.
+func TestNetworkCarrierWiredOnly(t *testing.T) {
+	rs := load(t, "examples/network-carrier.yaml")
+	if !rs.Settings.Network {
+		t.Error("the example does not turn settings.network on")
+	}
+	inet := func(addr, scope string) []string {
+		return []string{"ADDRESS=" + addr, "PREFIXLEN=24", "FAMILY=inet", "SCOPE=" + scope}
+	}
+	tests := []struct {
+		name string
+		ev   *uevent.Event
+		want []string
+	}{
+		{"cable into enp3s0", route(t, "carrier", "enp3s0"), []string{"wired-carrier"}},
+		{"cable into a USB adapter", route(t, "carrier", "enx0e7e2004f5a4"), []string{"wired-carrier"}},
+		{"WLAN associated", route(t, "carrier", "wlp2s0"), nil},
+		{"veth peer up", route(t, "carrier", "veth0"), nil},
+		{"enp3s0 came up without a cable", route(t, "link-up", "enp3s0"), nil},
+		{"cable out of enp3s0", route(t, "no-carrier", "enp3s0"), []string{"cable-pulled"}},
+		{"DHCP address on enp3s0", route(t, "address-add", "enp3s0", inet("192.0.2.10", "global")...), []string{"global-ipv4"}},
+		{"address on lo", route(t, "address-add", "lo", inet("127.0.0.1", "host")...), nil},
+		{"IPv6 address", route(t, "address-add", "enp3s0", "ADDRESS=2001:db8::10", "PREFIXLEN=64", "FAMILY=inet6", "SCOPE=global"), nil},
+		{"address removed", route(t, "address-remove", "enp3s0", inet("192.0.2.10", "global")...), nil},
+		{"kernel add of enp3s0", event(t, "ACTION=add", "DEVPATH=/devices/pci0000:00/0000:00:1c.0/0000:03:00.0/net/enp3s0",
+			"SUBSYSTEM=net", "INTERFACE=enp3s0", "IFINDEX=3"), nil},
+	}
+	for _, tt := range tests {
+		if got := matched(rs, tt.ev, nil); !slices.Equal(got, tt.want) {
+			t.Errorf("%s: rules %q, want %q", tt.name, got, tt.want)
+		}
 	}
 }
