@@ -220,3 +220,27 @@ func TestDryRunFSAsDaemon(t *testing.T) {
 		t.Errorf("the daemon sees %+v; the dry run printed:\n%s", daemonFS, got)
 	}
 }
+
+// TestDryRunRouteGolden runs `hotplugd test` on events of a network link
+// recorded with `hotplugd monitor --json --source route`, against the
+// network example.
+func TestDryRunRouteGolden(t *testing.T) {
+	const rules = "../../configs/examples/network-carrier.yaml"
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"enp3s0-carrier-json", []string{"--event", "testdata/enp3s0-carrier.json"}},
+		{"enp3s0-no-carrier-json", []string{"--event", "testdata/enp3s0-carrier.json", "--action", "no-carrier"}},
+		{"enp3s0-address-add-json", []string{"--event", "testdata/enp3s0-address-add.json"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, code := runCmd(t, append([]string{"test", "--config", rules}, tt.args...)...)
+			if code != 0 {
+				t.Errorf("exit status %d, want 0", code)
+			}
+			golden(t, "test-"+tt.name, got)
+		})
+	}
+}
