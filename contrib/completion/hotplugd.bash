@@ -53,7 +53,7 @@ _hotplugd()
             return
             ;;
         --source | -source)
-            COMPREPLY=($(compgen -W "kernel udev auto" -- "$cur"))
+            COMPREPLY=($(compgen -W "kernel udev auto route" -- "$cur"))
             return
             ;;
         --action | -action)
