@@ -184,12 +184,18 @@ func (l *Listener) Stats() Stats {
 // for a Listener that is not run, and makes a running Run return nil.
 func (l *Listener) Close() error {
 	err := l.conn.close()
+	if !l.running.Load() { // else Run, which reads sysfs, closes it
+		l.closeSys()
+	}
+	return err
+}
+
+func (l *Listener) closeSys() {
 	l.once.Do(func() {
 		if l.sys != nil {
 			l.sys.Close()
 		}
 	})
-	return err
 }
 
 // Run reads messages until ctx is cancelled or Close is called, and then
@@ -204,7 +210,8 @@ func (l *Listener) Run(ctx context.Context, h Handler) error {
 	stop := context.AfterFunc(ctx, func() { l.conn.close() })
 	defer func() {
 		stop()
-		l.Close()
+		l.conn.close()
+		l.closeSys()
 	}()
 	for _, ev := range l.initial {
 		l.stats.events.Add(1)
