@@ -35,6 +35,10 @@ func commands() map[string]command {
 		"monitor": {"print live uevents", runMonitor},
 		"check":   {"validate a rules file", runCheck},
 		"test":    {"dry-run one event through the rules", runTest},
+		"status":  {"show what the running daemon is doing", runStatus},
+		"eject":   {"unmount what hotplugd mounted, and power the device off", runEject},
+		"reload":  {"reload the rules through the daemon", runReload},
+		"settle":  {"wait until the daemon has handled every event", runSettle},
 	}
 }
 
@@ -72,7 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: hotplugd COMMAND [flags]\n\ncommands:")
-	for _, name := range []string{"run", "check", "monitor", "test", "trigger", "version"} {
+	for _, name := range []string{"run", "check", "monitor", "test", "trigger", "status", "eject", "reload", "settle", "version"} {
 		if c, ok := commands()[name]; ok {
 			fmt.Fprintf(w, "  %-8s %s\n", name, c.summary)
 		}

@@ -143,6 +143,9 @@ func deviceOf(c *Context) (mount.Device, error) {
 	major, err1 := strconv.ParseUint(ev.Get("MAJOR"), 10, 32)
 	minor, err2 := strconv.ParseUint(ev.Get("MINOR"), 10, 32)
 	if err1 != nil || err2 != nil {
+		if ev.Action == "remove" {
+			return dev, nil // a remove made up by a resync: its devpath finds the mount
+		}
 		return mount.Device{}, fmt.Errorf("%s: %w", ev.DevPath, errDeviceNumber)
 	}
 	dev.Major, dev.Minor = uint32(major), uint32(minor)

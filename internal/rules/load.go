@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"os/user"
@@ -351,7 +352,8 @@ func (l *loader) user(n *yaml.Node, what string) *User {
 	return r.u
 }
 
-var settingKeys = []string{"source", "coldplug", "workers", "action_timeout", "mount_root", "state_dir", "log_level"}
+var settingKeys = []string{"source", "coldplug", "workers", "action_timeout", "mount_root", "state_dir", "log_level",
+	"control", "metrics"}
 
 func (l *loader) loadSettings(n *yaml.Node) Settings {
 	s := DefaultSettings()
@@ -407,7 +409,79 @@ func (l *loader) loadSettings(n *yaml.Node) Settings {
 			}
 		}
 	}
+	if v, ok := f["control"]; ok {
+		s.Control = l.loadControl(v.val, s.Control)
+	}
+	if v, ok := f["metrics"]; ok {
+		s.Metrics = l.loadMetrics(v.val, s.Metrics)
+	}
 	return s
+}
+
+// loadControl reads settings.control: the socket's path and the group
+// that may read the daemon's state through it.
+func (l *loader) loadControl(n *yaml.Node, c ControlSettings) ControlSettings {
+	f := l.fields(n, "control", "socket", "group")
+	if v, ok := f["socket"]; ok {
+		if p, ok := l.dir(v.val, "control.socket"); ok {
+			c.Socket = p
+		}
+	}
+	if v, ok := f["group"]; ok {
+		if name, ok := l.str(v.val, "control.group"); ok && name != "" {
+			g, err := lookupGroup(name)
+			if err != nil {
+				l.errAt(v.val, "control.group: %v", err)
+			} else {
+				c.Group, c.GID = name, g
+			}
+		}
+	}
+	return c
+}
+
+// loadMetrics reads settings.metrics: a TCP address to serve /metrics on
+// and a textfile for node_exporter, written every interval.
+func (l *loader) loadMetrics(n *yaml.Node, m MetricsSettings) MetricsSettings {
+	f := l.fields(n, "metrics", "listen", "textfile", "interval")
+	if v, ok := f["listen"]; ok {
+		if a, ok := l.str(v.val, "metrics.listen"); ok && a != "" {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				l.errAt(v.val, "metrics.listen %q: want host:port, like 127.0.0.1:9661 (%v)", a, err)
+			} else {
+				m.Listen = a
+			}
+		}
+	}
+	if v, ok := f["textfile"]; ok {
+		if p, ok := l.str(v.val, "metrics.textfile"); ok && p != "" {
+			if p, ok := l.dir(v.val, "metrics.textfile"); ok {
+				m.Textfile = p
+			}
+		}
+	}
+	if v, ok := f["interval"]; ok {
+		if d, ok := l.duration(v.val, "metrics.interval"); ok {
+			m.Interval = d
+		}
+	}
+	return m
+}
+
+// lookupGroup resolves a group name (or a number) to its gid.
+func lookupGroup(name string) (int, error) {
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		if n, nerr := strconv.Atoi(name); nerr == nil && n >= 0 {
+			return n, nil
+		}
+		var unknown user.UnknownGroupError
+		if errors.As(err, &unknown) {
+			return 0, fmt.Errorf("unknown group %q", name)
+		}
+		return 0, fmt.Errorf("looking up group %q: %w", name, err)
+	}
+	return strconv.Atoi(g.Gid)
 }
 
 // dir checks a directory setting: absolute, clean and not "/".

@@ -36,6 +36,7 @@ var (
 	ErrUnsafeStateDir    = errors.New("unsafe state directory")
 	ErrMountTimeout      = errors.New("mount deadline exceeded")
 	ErrNotMounted        = errors.New("not mounted by hotplugd")
+	ErrBusy              = errors.New("filesystem is in use")
 	ErrDeviceBusy        = errors.New("another mount or unmount of this device is in progress")
 	ErrForeignMount      = errors.New("a mount hotplugd did not make is in the way")
 	ErrPlanOnly          = errors.New("this mounter only plans (dry run)")
