@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -165,4 +166,73 @@ func (r logRecord) matches(want map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// logFile is a log the daemon writes in the guest, in slog's text
+// format.
+type logFile struct {
+	g    *guest
+	path string
+}
+
+// log returns the records of the log so far.
+func (l *logFile) log(t testing.TB) []logRecord {
+	t.Helper()
+	var recs []logRecord
+	for line := range strings.SplitSeq(l.g.sh(t, "cat "+shq(l.path)+" 2>/dev/null || true"), "\n") {
+		if line != "" {
+			recs = append(recs, parseLogfmt(line))
+		}
+	}
+	return recs
+}
+
+// logMark is the number of log records now: findLog and waitLog look
+// at the records after it. Device paths repeat (the next stick in the
+// same port is the same /devices/... path), so a scenario looks only
+// at what was logged since it began.
+func (l *logFile) logMark(t testing.TB) int {
+	t.Helper()
+	return len(l.log(t))
+}
+
+// findLog returns the log records after from that have every key of
+// want.
+func (l *logFile) findLog(t testing.TB, from int, want map[string]string) []logRecord {
+	t.Helper()
+	var out []logRecord
+	recs := l.log(t)
+	for _, r := range recs[min(from, len(recs)):] {
+		if r.matches(want) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// waitLog waits for a log record after from with every key of want.
+func (l *logFile) waitLog(t testing.TB, from int, timeout time.Duration, what string, want map[string]string) logRecord {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if recs := l.findLog(t, from, want); len(recs) > 0 {
+			return recs[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s: no line of %s with %v since line %d:\n%s",
+				timeout, what, l.path, want, from, l.g.try(t, "tail -n 40 "+shq(l.path)).stdout)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// setSetting sets a setting of a rules file's settings block (a line
+// "  key: value"); it fails the test if there is no such line.
+func setSetting(t testing.TB, rules, key, value string) string {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^(\s+` + regexp.QuoteMeta(key) + `:) *[^ #\n]+`)
+	if !re.MatchString(rules) {
+		t.Fatalf("no %s setting in the rules to set:\n%s", key, rules)
+	}
+	return re.ReplaceAllString(rules, "${1} "+value)
 }

@@ -64,6 +64,7 @@ type usbGuest struct {
 	g       *guest
 	daemon  int // pid
 	monitor int // pid
+	*logFile
 }
 
 // TestUSB boots one guest and runs the USB scenarios on it in order; the
@@ -94,12 +95,9 @@ func shippedRules(t *testing.T, extra string) string {
 
 func startUSB(t *testing.T, g *guest) *usbGuest {
 	t.Helper()
-	u := &usbGuest{g: g}
+	u := &usbGuest{g: g, logFile: &logFile{g: g, path: shellLog}}
 	// Debug: every event is logged, and every dropped one with its reason.
-	rules := regexp.MustCompile(`(?m)^(\s*log_level:) *\w+`).ReplaceAllString(shippedRules(t, suiteRules), "${1} debug")
-	if !strings.Contains(rules, "log_level: debug") {
-		t.Fatalf("no log_level setting in the shipped rules to set to debug:\n%s", rules)
-	}
+	rules := setSetting(t, shippedRules(t, suiteRules), "log_level", "debug")
 	g.writeGuestFile(t, shellRules, rules, 0o644)
 	g.sh(t, shq(g.bin)+" check --config "+shellRules)
 	// The monitor first, so that it sees everything the daemon causes.
@@ -110,7 +108,7 @@ func startUSB(t *testing.T, g *guest) *usbGuest {
 	u.waitLog(t, 0, 60*time.Second, "the daemon's start", map[string]string{"msg": "coldplug: existing devices queued"})
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("hotplugd log (end):\n%s", g.try(t, "tail -n 150 "+shellLog).stdout)
+			t.Logf("hotplugd log (end, without debug):\n%s", g.try(t, "grep -v level=DEBUG "+shellLog+" | tail -n 150").stdout)
 		}
 	})
 	return u
@@ -126,56 +124,6 @@ func (g *guest) startBackground(t testing.TB, script string) int {
 		t.Fatalf("pid of %q: %q", script, out)
 	}
 	return pid
-}
-
-// log returns the daemon's log records.
-func (u *usbGuest) log(t testing.TB) []logRecord {
-	t.Helper()
-	var recs []logRecord
-	for line := range strings.SplitSeq(u.g.sh(t, "cat "+shellLog+" 2>/dev/null || true"), "\n") {
-		if line != "" {
-			recs = append(recs, parseLogfmt(line))
-		}
-	}
-	return recs
-}
-
-// logMark is the number of log records now: findLog and waitLog look
-// at the records after it. Device paths repeat (the next stick in the
-// same port is the same /devices/... path), so a scenario looks only
-// at what was logged since it began.
-func (u *usbGuest) logMark(t testing.TB) int {
-	t.Helper()
-	return len(u.log(t))
-}
-
-// findLog returns the daemon's log records after from that have every
-// key of want.
-func (u *usbGuest) findLog(t testing.TB, from int, want map[string]string) []logRecord {
-	t.Helper()
-	var out []logRecord
-	recs := u.log(t)
-	for _, r := range recs[min(from, len(recs)):] {
-		if r.matches(want) {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// waitLog waits for a log record after from with every key of want.
-func (u *usbGuest) waitLog(t testing.TB, from int, timeout time.Duration, what string, want map[string]string) logRecord {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if recs := u.findLog(t, from, want); len(recs) > 0 {
-			return recs[0]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: no log line with %v", timeout, what, want)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
 }
 
 // diskOf waits for the block device of the stick with USB serial id and
