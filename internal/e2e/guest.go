@@ -230,8 +230,10 @@ hostname hotplugd-e2e
 exec ` + agent + ` -mode shell
 `
 	}
-	return common + `# The host's fstab describes the host.
+	return common + `# The host's fstab describes the host; its policy-rc.d (a container's)
+# would keep the package scripts from starting services.
 : > /etc/fstab
+rm -f /usr/sbin/policy-rc.d
 # A target of its own: sysinit (udevd, journald, tmpfiles) and sockets,
 # without the host's enabled services and timers. Gettys would hang up
 # the serial console the test reads.
