@@ -11,5 +11,10 @@
 //
 // The tests carry the build tag e2e and need root and QEMU: run them with
 // `make e2e`. With CI=true a missing prerequisite fails the test instead
-// of skipping it.
+// of skipping it. The environment may name what they use:
+//
+//	HOTPLUGD_E2E_BIN     the hotplugd to test, static (default: built from this tree)
+//	HOTPLUGD_E2E_DEB     the .deb the systemd guest installs (required there)
+//	HOTPLUGD_E2E_KERNEL  the kernel to boot (default: the newest /boot/vmlinuz-*)
+//	HOTPLUGD_E2E_KEEP    when set, keep the work directory (console log, images)
 package e2e

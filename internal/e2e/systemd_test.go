@@ -290,10 +290,14 @@ func (s *sysGuest) testRestartKeepsMount(t *testing.T) {
 	if now := s.show(t, "MainPID"); now == pid {
 		t.Fatalf("systemctl restart left the same daemon (pid %s)", pid)
 	}
-	// The restarted daemon has handled its coldplug of the stick.
-	s.waitJournal(t, cur, 60*time.Second, "the restarted daemon's coldplug",
-		map[string]string{"msg": "coldplug: existing devices queued"})
-	time.Sleep(2 * time.Second)
+	// The restarted daemon's coldplug "add" of the partition finds the
+	// mount it adopted.
+	devpath := strings.TrimPrefix(strings.TrimSpace(g.sh(t, "readlink -f /sys/class/block/"+strings.TrimPrefix(part, "/dev/"))), "/sys")
+	skip := s.waitJournal(t, cur, 60*time.Second, "the restarted daemon's coldplug of the stick",
+		map[string]string{"msg": "action skipped", "rule": "usb-automount", "devpath": devpath})
+	if !strings.Contains(skip.rec()["reason"], "already mounted") {
+		t.Errorf("the restarted daemon skipped the mount of %s for another reason: %s", part, skip["MESSAGE"])
+	}
 	var mounts []string
 	for _, m := range g.mounts(t) {
 		if m.source == part {
@@ -421,8 +425,9 @@ func (s *sysGuest) testNTFSSurvivesRestart(t *testing.T) {
 	helper := strings.TrimSpace(g.sh(t, "pgrep -o ntfs-3g"))
 	cgroup := strings.TrimSpace(g.sh(t, "cat /proc/"+helper+"/cgroup"))
 	g.sh(t, "echo before-restart > /media/S8-NTFS/data.txt")
+	cur := s.cursor(t)
 	s.systemctl(t, "restart")
-	time.Sleep(2 * time.Second)
+	s.waitJournal(t, cur, 60*time.Second, "the restarted daemon's coldplug", map[string]string{"msg": "coldplug: existing devices queued"})
 	r := g.try(t, "cat /media/S8-NTFS/data.txt")
 	if r.code != 0 || r.stdout != "before-restart\n" {
 		t.Errorf("after systemctl restart the NTFS stick does not read (ntfs-3g pid %s was in %s; now: %s):\n%s",

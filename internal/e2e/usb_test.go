@@ -313,7 +313,9 @@ func (u *usbGuest) testFilesystems(t *testing.T) {
 			}
 			dir := g.modeOf(t, p)
 			if d, err := strconv.ParseUint(dir, 8, 32); err != nil || d&0o022 != 0 || d&0o005 != 0o005 {
-				t.Errorf("%s: the directory is mode %s, want readable by all and writable by its owner only (755)", p, dir)
+				m, _ := g.waitMount(t, p, time.Second)
+				t.Errorf("%s: the directory is mode %s, want readable by all and writable by its owner only (755); %s options %s",
+					p, dir, m.fstype, strings.Join(append(m.opts, m.super...), ","))
 			}
 		}
 	})
@@ -436,6 +438,7 @@ func (u *usbGuest) testWholeDiskAndPartitions(t *testing.T) {
 func (u *usbGuest) testUSBFacts(t *testing.T) {
 	g := u.g
 	mark := u.logMark(t)
+	before := len(u.events(t, nil))
 	img := makeImage(t, g.dir, "s6facts", stickSpec{size: 64 * mib, parts: []fsSpec{{fs: "vfat", label: "FACTS"}}})
 	s := g.plug(t, "s6facts", img)
 	if _, ok := g.waitMount(t, "/media/FACTS", plugTimeout); !ok {
@@ -480,6 +483,17 @@ func (u *usbGuest) testUSBFacts(t *testing.T) {
 		t.Errorf("hotplugd test --syspath does not say the partition is mounted at %s:\n%s", mounted[0]["path"], out)
 	}
 	g.pullAll(t, []*stick{s}, "/media/FACTS")
+	// What the kernel says around one plug and pull, for the record
+	// (go test -v).
+	for _, e := range u.events(t, nil)[before:] {
+		var props []string
+		for _, k := range []string{"DEVTYPE", "DRIVER", "MODALIAS", "DISKSEQ", "PARTN", "DEVNAME"} {
+			if v, ok := e.Env[k]; ok {
+				props = append(props, k+"="+v)
+			}
+		}
+		t.Logf("%d %s@%s (%s) %s", e.Seqnum, e.Action, e.DevPath, e.Subsystem, strings.Join(props, " "))
+	}
 }
 
 // Scenario 10: a removable medium taken out of its drive (a card out of
