@@ -232,88 +232,66 @@ func (u *usbGuest) testVfatExfat(t *testing.T) {
 	g.pullAll(t, []*stick{sticks["s1vfat"], sticks["s1exfat"]}, cases[0].point, cases[1].point)
 }
 
+// fsCase is one stick of scenario 2.
+type fsCase struct {
+	id, fstype, point string
+	onDisk            bool // the filesystem is on the whole disk, not on partition 1
+	spec              stickSpec
+	opts              []string // besides nosuid, nodev, noexec and the rule's noatime
+	readOnly          bool
+	hello             bool // the filesystem has hello.txt
+}
+
+// helloFiles is what the filesystems that can be made with files hold.
+var helloFiles = map[string]string{"hello.txt": "hello from the host\n"}
+
+var fsCases = []fsCase{
+	{id: "s2iso", fstype: "iso9660", point: "/media/E2E_ISO", onDisk: true, readOnly: true, hello: true,
+		spec: stickSpec{whole: &fsSpec{fs: "iso9660", label: "E2E_ISO", files: helloFiles}},
+		opts: []string{"ro", "uid=0", "gid=0", "iocharset=utf8"}},
+	{id: "s2udf", fstype: "udf", point: "/media/E2E-UDF", onDisk: true,
+		spec: stickSpec{size: 64 * mib, whole: &fsSpec{fs: "udf", label: "E2E-UDF"}},
+		opts: []string{"uid=0", "gid=0", "iocharset=utf8"}},
+	{id: "s2ext4", fstype: "ext4", point: "/media/E2E-EXT4", hello: true,
+		spec: stickSpec{size: 64 * mib, parts: []fsSpec{{fs: "ext4", label: "E2E-EXT4", files: helloFiles}}},
+		opts: []string{"errors=remount-ro"}},
+	{id: "s2btrfs", fstype: "btrfs", point: "/media/E2E-BTRFS", hello: true,
+		spec: stickSpec{size: 256 * mib, parts: []fsSpec{{fs: "btrfs", label: "E2E-BTRFS", files: helloFiles}}}},
+	{id: "s2xfs", fstype: "xfs", point: "/media/E2E-XFS",
+		spec: stickSpec{size: 400 * mib, parts: []fsSpec{{fs: "xfs", label: "E2E-XFS"}}}},
+	// This kernel has no ntfs3: ntfs-3g, a FUSE helper, mounts it.
+	{id: "s2ntfs", fstype: "fuseblk", point: "/media/E2E-NTFS",
+		spec: stickSpec{size: 64 * mib, parts: []fsSpec{{fs: "ntfs", label: "E2E-NTFS"}}},
+		opts: []string{"allow_other"}},
+}
+
 // Scenario 2: the other filesystems hotplugd mounts, plugged at once:
-// iso9660 (read-only), udf, ext4, btrfs, xfs, and NTFS through ntfs-3g
-// (the kernel has no ntfs3). Each is mounted nosuid,nodev,noexec with its
-// filesystem's options and can be read (and written, but iso9660).
+// iso9660 (read-only), udf, ext4, btrfs, xfs, and NTFS through ntfs-3g.
+// Each is mounted nosuid,nodev,noexec with its filesystem's options and
+// can be read (and written, but iso9660).
 func (u *usbGuest) testFilesystems(t *testing.T) {
 	g := u.g
 	mark := u.logMark(t)
-	hello := map[string]string{"hello.txt": "hello from the host\n"}
-	cases := []struct {
-		id, fstype, point, source string
-		spec                      stickSpec
-		opts                      []string
-		readOnly                  bool
-	}{
-		{id: "s2iso", fstype: "iso9660", point: "/media/E2E_ISO", source: "disk", readOnly: true,
-			spec: stickSpec{whole: &fsSpec{fs: "iso9660", label: "E2E_ISO", files: hello}},
-			opts: []string{"ro", "uid=0", "gid=0", "iocharset=utf8"}},
-		{id: "s2udf", fstype: "udf", point: "/media/E2E-UDF", source: "disk",
-			spec: stickSpec{size: 64 * mib, whole: &fsSpec{fs: "udf", label: "E2E-UDF"}},
-			opts: []string{"uid=0", "gid=0", "iocharset=utf8"}},
-		{id: "s2ext4", fstype: "ext4", point: "/media/E2E-EXT4", source: "part",
-			spec: stickSpec{size: 64 * mib, parts: []fsSpec{{fs: "ext4", label: "E2E-EXT4", files: hello}}},
-			opts: []string{"errors=remount-ro"}},
-		{id: "s2btrfs", fstype: "btrfs", point: "/media/E2E-BTRFS", source: "part",
-			spec: stickSpec{size: 256 * mib, parts: []fsSpec{{fs: "btrfs", label: "E2E-BTRFS", files: hello}}}},
-		{id: "s2xfs", fstype: "xfs", point: "/media/E2E-XFS", source: "part",
-			spec: stickSpec{size: 400 * mib, parts: []fsSpec{{fs: "xfs", label: "E2E-XFS"}}}},
-		{id: "s2ntfs", fstype: "fuseblk", point: "/media/E2E-NTFS", source: "part",
-			spec: stickSpec{size: 64 * mib, parts: []fsSpec{{fs: "ntfs", label: "E2E-NTFS"}}},
-			opts: []string{"allow_other"}},
-	}
 	imgs := map[string]string{}
-	for _, c := range cases {
+	var points []string
+	for _, c := range fsCases {
 		imgs[c.id] = makeImage(t, g.dir, c.id, c.spec)
+		points = append(points, c.point)
 	}
 	sticks := g.plugAll(t, imgs)
-	var points []string
-	for _, c := range cases {
-		points = append(points, c.point)
-		t.Run(c.fstype, func(t *testing.T) {
-			m, ok := g.waitMount(t, c.point, plugTimeout)
-			if !ok {
-				t.Fatalf("%s (%s) was not mounted within %v; the daemon said: %v", c.point, c.fstype, plugTimeout,
-					u.findLog(t, mark, map[string]string{"rule": "usb-automount"}))
-			}
-			want := "/dev/" + g.diskOf(t, c.id)
-			if c.source == "part" {
-				want += "1"
-			}
-			if m.source != want || m.fstype != c.fstype {
-				t.Errorf("%s: %s %s mounted, want %s %s", c.point, m.fstype, m.source, c.fstype, want)
-			}
-			wantOptions(t, m, append([]string{"nosuid", "nodev", "noexec", "noatime"}, c.opts...)...)
-			if c.spec.whole != nil && c.spec.whole.files != nil || c.spec.parts != nil && c.spec.parts[0].files != nil {
-				if got := g.sh(t, "cat "+shq(c.point+"/hello.txt")); got != hello["hello.txt"] {
-					t.Errorf("%s/hello.txt: %q, want %q", c.point, got, hello["hello.txt"])
-				}
-			}
-			w := g.try(t, "echo data > "+shq(c.point+"/written")+" && cat "+shq(c.point+"/written"))
-			switch {
-			case c.readOnly && w.code == 0:
-				t.Errorf("%s: a file could be written on a read-only %s", c.point, c.fstype)
-			case !c.readOnly && (w.code != 0 || w.stdout != "data\n"):
-				t.Errorf("%s: writing a file failed:\n%s", c.point, w)
-			}
-			if c.fstype == "fuseblk" {
-				if r := g.try(t, "pgrep -a ntfs-3g"); r.code != 0 {
-					t.Errorf("no ntfs-3g process runs for %s", c.point)
-				}
-			}
-		})
+	for _, c := range fsCases {
+		t.Run(c.fstype, func(t *testing.T) { u.checkFilesystem(t, mark, c) })
 	}
 	// Filesystems without Unix permissions get explicit modes, readable
 	// by all and writable by root only (ntfs-3g's own default is 0777).
 	t.Run("modes", func(t *testing.T) {
 		for _, p := range []string{"/media/E2E-NTFS", "/media/E2E-UDF", "/media/E2E_ISO"} {
-			if _, ok := g.waitMount(t, p, time.Second); !ok {
+			m, ok := g.waitMount(t, p, time.Second)
+			if !ok {
 				continue
 			}
 			dir := g.modeOf(t, p)
 			if d, err := strconv.ParseUint(dir, 8, 32); err != nil || d&0o022 != 0 || d&0o005 != 0o005 {
-				m, _ := g.waitMount(t, p, time.Second)
 				t.Errorf("%s: the directory is mode %s, want readable by all and writable by its owner only (755); %s options %s",
 					p, dir, m.fstype, strings.Join(append(m.opts, m.super...), ","))
 			}
@@ -324,6 +302,41 @@ func (u *usbGuest) testFilesystems(t *testing.T) {
 		all = append(all, s)
 	}
 	g.pullAll(t, all, points...)
+}
+
+// checkFilesystem checks the mount of one stick of scenario 2.
+func (u *usbGuest) checkFilesystem(t *testing.T, mark int, c fsCase) {
+	g := u.g
+	m, ok := g.waitMount(t, c.point, plugTimeout)
+	if !ok {
+		t.Fatalf("%s (%s) was not mounted within %v; the daemon said: %v", c.point, c.fstype, plugTimeout,
+			u.findLog(t, mark, map[string]string{"rule": "usb-automount"}))
+	}
+	want := "/dev/" + g.diskOf(t, c.id)
+	if !c.onDisk {
+		want += "1"
+	}
+	if m.source != want || m.fstype != c.fstype {
+		t.Errorf("%s: %s %s mounted, want %s %s", c.point, m.fstype, m.source, c.fstype, want)
+	}
+	wantOptions(t, m, append([]string{"nosuid", "nodev", "noexec", "noatime"}, c.opts...)...)
+	if c.hello {
+		if got := g.sh(t, "cat "+shq(c.point+"/hello.txt")); got != helloFiles["hello.txt"] {
+			t.Errorf("%s/hello.txt: %q, want %q", c.point, got, helloFiles["hello.txt"])
+		}
+	}
+	w := g.try(t, "echo data > "+shq(c.point+"/written")+" && cat "+shq(c.point+"/written"))
+	switch {
+	case c.readOnly && w.code == 0:
+		t.Errorf("%s: a file could be written on a read-only %s", c.point, c.fstype)
+	case !c.readOnly && (w.code != 0 || w.stdout != "data\n"):
+		t.Errorf("%s: writing a file failed:\n%s", c.point, w)
+	}
+	if c.fstype == "fuseblk" {
+		if r := g.try(t, "pgrep -a ntfs-3g"); r.code != 0 {
+			t.Errorf("no ntfs-3g process runs for %s", c.point)
+		}
+	}
 }
 
 // Scenario 3: a stick pulled while a process has its working directory
@@ -501,6 +514,7 @@ func (u *usbGuest) testUSBFacts(t *testing.T) {
 // must go, and the next medium must be mounted.
 func (u *usbGuest) testMediaChange(t *testing.T) {
 	g := u.g
+	before := len(u.events(t, nil))
 	cardA := makeImage(t, g.dir, "s10a", stickSpec{size: 32 * mib, whole: &fsSpec{fs: "vfat", label: "CARD_A"}})
 	cardB := makeImage(t, g.dir, "s10b", stickSpec{size: 32 * mib, whole: &fsSpec{fs: "vfat", label: "CARD_B"}})
 	s := g.plug(t, "s10card", cardA)
@@ -513,7 +527,7 @@ func (u *usbGuest) testMediaChange(t *testing.T) {
 	g.sh(t, "echo 1000 > /sys/block/"+disk+"/events_poll_msecs")
 
 	s.takeMedium(t)
-	u.waitEvent(t, 30*time.Second, "the kernel's change when the medium was taken out",
+	seen := u.waitEvent(t, 30*time.Second, "the kernel's change when the medium was taken out", before,
 		func(e monitorEvent) bool {
 			return e.Action == "change" && e.DevName == disk && e.Env["DISK_MEDIA_CHANGE"] == "1"
 		})
@@ -521,16 +535,17 @@ func (u *usbGuest) testMediaChange(t *testing.T) {
 		t.Errorf("the medium of /dev/%s was taken out (the kernel sent change with DISK_MEDIA_CHANGE=1, not remove), "+
 			"but /media/CARD_A is still mounted, or its directory still there, after %v", disk, mediaTimeout)
 	}
-	changes := len(u.events(t, func(e monitorEvent) bool { return e.Action == "change" && e.DevName == disk }))
 	s.insertMedium(t, cardB)
-	u.waitEvent(t, 30*time.Second, "the kernel's change when the next medium went in",
-		func(e monitorEvent) bool { return e.Action == "change" && e.DevName == disk }, changes)
+	u.waitEvent(t, 30*time.Second, "the kernel's change when the next medium went in", seen,
+		func(e monitorEvent) bool { return e.Action == "change" && e.DevName == disk })
 	if _, ok := g.waitMount(t, "/media/CARD_B", mediaTimeout); !ok {
 		t.Errorf("a new medium is in /dev/%s (the kernel sent change), but /media/CARD_B was not mounted within %v; mounts:\n%s",
 			disk, mediaTimeout, g.try(t, "grep -F /media /proc/self/mountinfo").stdout)
 	}
-	for _, e := range u.events(t, func(e monitorEvent) bool { return e.DevName == disk || strings.HasPrefix(e.DevName, disk) }) {
-		t.Logf("event: %s %s %v", e.Action, e.DevPath, e.Env)
+	for _, e := range u.events(t, nil)[before:] {
+		if e.Subsystem == "block" {
+			t.Logf("event: %s %s %v", e.Action, e.DevPath, e.Env)
+		}
 	}
 	g.pullAll(t, []*stick{s}, "/media/CARD_A", "/media/CARD_B")
 }
@@ -563,16 +578,19 @@ func (u *usbGuest) events(t testing.TB, keep func(monitorEvent) bool) []monitorE
 	return out
 }
 
-// waitEvent waits until the monitor has printed more than skip (0 when
-// not given) events for which keep is true.
-func (u *usbGuest) waitEvent(t testing.TB, timeout time.Duration, what string, keep func(monitorEvent) bool, skip ...int) {
+// waitEvent waits until the monitor has printed, after its first from
+// events, one for which keep is true, and returns the number of events
+// up to and including it.
+func (u *usbGuest) waitEvent(t testing.TB, timeout time.Duration, what string, from int, keep func(monitorEvent) bool) int {
 	t.Helper()
-	n := 0
-	if len(skip) > 0 {
-		n = skip[0]
-	}
 	deadline := time.Now().Add(timeout)
-	for len(u.events(t, keep)) <= n {
+	for {
+		evs := u.events(t, nil)
+		for i := from; i < len(evs); i++ {
+			if keep(evs[i]) {
+				return i + 1
+			}
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
