@@ -107,8 +107,15 @@ type host struct {
 	deb     string // HOTPLUGD_E2E_DEB, for the systemd scenarios
 }
 
+// imageTools make the sticks' images (Debian: util-linux, fdisk,
+// dosfstools, exfatprogs, e2fsprogs, btrfs-progs, xfsprogs, ntfs-3g,
+// udftools).
+var imageTools = []string{"sfdisk", "losetup", "partx", "mkfs.vfat", "mkfs.exfat", "mkfs.ext4",
+	"mkfs.btrfs", "mkfs.xfs", "mkntfs", "mkudffs"}
+
 // findHost checks the prerequisites: root, QEMU, a kernel with its
-// modules, a static busybox, and for the systemd mode the .deb.
+// modules, a static busybox, the tools that make the images, and for
+// the systemd mode the .deb.
 func findHost(t *testing.T, m mode) host {
 	t.Helper()
 	var missing []string
@@ -126,6 +133,14 @@ func findHost(t *testing.T, m mode) host {
 	h.modules = filepath.Join("/lib/modules", h.release)
 	if h.busybox == "" || !isStatic(h.busybox) {
 		missing = append(missing, "a static busybox (Debian: busybox-static)")
+	}
+	for _, tool := range imageTools {
+		if looptest.ToolPath(tool) == "" {
+			missing = append(missing, tool)
+		}
+	}
+	if looptest.ToolPath("xorriso") == "" && looptest.ToolPath("genisoimage") == "" {
+		missing = append(missing, "xorriso or genisoimage")
 	}
 	if m == systemdMode {
 		h.deb = os.Getenv("HOTPLUGD_E2E_DEB")

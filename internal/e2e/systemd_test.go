@@ -85,10 +85,9 @@ func (s *sysGuest) install(t *testing.T) {
 	// Debug: every event is logged, and every dropped one with its reason.
 	s.good = setSetting(t, strings.TrimRight(g.sh(t, "cat "+rulesPath), "\n")+"\n"+eventRules, "log_level", "debug")
 	g.writeGuestFile(t, rulesPath, s.good, 0o644)
+	cur := s.cursor(t)
 	s.systemctl(t, "reload")
-	s.waitStatus(t, 30*time.Second, "the suite's rules loaded", func(st string) bool {
-		return strings.HasPrefix(st, "3 rules") && !strings.Contains(st, "error")
-	})
+	s.waitJournal(t, cur, 30*time.Second, "the suite's rules loaded", map[string]string{"msg": "rules reloaded"})
 }
 
 // systemctl runs systemctl VERB hotplugd.service and fails the test if it
@@ -200,10 +199,10 @@ func (s *sysGuest) waitJournal(t testing.TB, cursor string, timeout time.Duratio
 	}
 }
 
-// synthEvent makes the kernel send a change of lo with SYNTH_ARG_E2E=tag.
-func (g *guest) synthEvent(t testing.TB, tag string) {
-	t.Helper()
-	g.sh(t, "echo \"change $(cat /proc/sys/kernel/random/uuid) E2E="+tag+"\" > /sys/class/net/lo/uevent")
+// synthScript makes the kernel send a change of lo with
+// SYNTH_ARG_E2E=tag.
+func synthScript(tag string) string {
+	return "echo \"change $(cat /proc/sys/kernel/random/uuid) E2E=" + tag + "\" > /sys/class/net/lo/uevent"
 }
 
 // Scenario 7: systemctl start returns, and the unit is active, only
@@ -214,8 +213,10 @@ func (s *sysGuest) testStartAfterReady(t *testing.T) {
 	g := s.g
 	s.systemctl(t, "stop")
 	cur := s.cursor(t)
-	s.systemctl(t, "start")
-	g.synthEvent(t, "ready")
+	// One script, so that the event follows the return of start at once.
+	if r := g.tryStdin(t, "systemctl start "+unit+" && "+synthScript("ready"), "", serviceTimeout); r.code != 0 {
+		t.Fatalf("systemctl start, then an event:\n%s\n%s", r, s.status(t))
+	}
 	if typ := s.show(t, "Type"); typ != "notify" {
 		t.Errorf("the unit is Type=%s, want notify", typ)
 	}
@@ -385,7 +386,7 @@ func (s *sysGuest) testStopEndsActions(t *testing.T) {
 		g.try(t, "systemctl start "+unit)
 	})
 	cur := s.cursor(t)
-	g.synthEvent(t, "long")
+	g.sh(t, synthScript("long"))
 	g.eventually(t, 30*time.Second, "the action's two processes", "pgrep -f 'sleep 1001' && pgrep -f 'sleep 1002'")
 	pgid := strings.TrimSpace(g.sh(t, "ps -o pgid= -p $(pgrep -f 'sleep 1002')"))
 	start := time.Now()
