@@ -37,7 +37,7 @@ func newMount(a rules.Action, deps *Deps) (Action, error) {
 func (a *mountAction) request(rule string) mount.Request {
 	req := mount.Request{Rule: rule, Options: a.spec.Options, Exec: a.spec.Exec}
 	if a.spec.Owner != nil {
-		req.UID, req.GID = a.spec.Owner.UID, a.spec.Owner.GID
+		req.UID, req.GID, req.Owned = a.spec.Owner.UID, a.spec.Owner.GID, true
 	}
 	return req
 }

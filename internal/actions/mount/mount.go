@@ -109,6 +109,9 @@ type Request struct {
 	// UID and GID own the files of filesystems without Unix ownership
 	// (vfat, exfat, ntfs, iso9660, udf); 0 (root) by default.
 	UID, GID uint32
+	// Owned: the rule named an owner, whose alone the files are then;
+	// without, they are root's and readable by all.
+	Owned bool
 }
 
 // Plan is what a mount would do, computed without creating or mounting
