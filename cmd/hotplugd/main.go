@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/hotplugd/hotplugd/internal/actions/notify"
+	"github.com/hotplugd/hotplugd/internal/actions/scope"
 )
 
 // exitError carries a process exit status out of a subcommand without a
@@ -43,6 +44,7 @@ func commands() map[string]command {
 }
 
 func main() {
+	scope.RunShim()          // returns unless this process waits to run a helper in its own scope
 	notify.RunNotifyHelper() // returns unless this process is a desktop-notification helper
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)

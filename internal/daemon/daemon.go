@@ -16,6 +16,7 @@ import (
 	"github.com/hotplugd/hotplugd/internal/actions/mount"
 	"github.com/hotplugd/hotplugd/internal/actions/notify"
 	"github.com/hotplugd/hotplugd/internal/actions/run"
+	"github.com/hotplugd/hotplugd/internal/actions/scope"
 	"github.com/hotplugd/hotplugd/internal/control"
 	"github.com/hotplugd/hotplugd/internal/device"
 	"github.com/hotplugd/hotplugd/internal/host"
@@ -199,7 +200,9 @@ func (d *daemon) listenControl(c rules.ControlSettings) (*control.Server, error)
 // newDeps makes the actions' executors. Mounting needs root; as another
 // user everything else works for what that user may do.
 func newDeps(s rules.Settings, roots host.Roots, log *slog.Logger) *actions.Deps {
-	deps := &actions.Deps{Log: log, Runner: &run.Runner{Log: log}, Notifier: notify.NewNotifier(notify.NotifierConfig{Log: log})}
+	scopes := scope.New(roots, log)
+	deps := &actions.Deps{Log: log, Runner: &run.Runner{Log: log},
+		Notifier: notify.NewNotifier(notify.NotifierConfig{Log: log, Scopes: scopes})}
 	if uid := os.Geteuid(); uid != 0 {
 		deps.MountErr = fmt.Errorf("hotplugd runs as uid %d, and mounting needs root", uid)
 	} else {
@@ -208,6 +211,7 @@ func newDeps(s rules.Settings, roots host.Roots, log *slog.Logger) *actions.Deps
 			StatePath: filepath.Join(s.StateDir, "mounts.json"),
 			Roots:     roots,
 			Logger:    log,
+			Scopes:    scopes,
 		})
 	}
 	if deps.MountErr != nil && !errors.Is(deps.MountErr, mount.ErrLocked) {

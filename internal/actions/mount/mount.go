@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hotplugd/hotplugd/internal/actions/scope"
 	"github.com/hotplugd/hotplugd/internal/host"
 )
 
@@ -186,6 +187,9 @@ type Config struct {
 	HelperDirs []string      // where FUSE mount helpers are looked for (default DefaultHelperDirs)
 	Timeout    time.Duration // longest a mount or unmount may take (default 30s); a context deadline may shorten it
 	Logger     *slog.Logger  // default: discard
+	// Scopes starts FUSE mount helpers in scopes of their own under
+	// systemd; nil starts them in the daemon's cgroup.
+	Scopes *scope.Starter
 	// PlanOnly makes a Mounter for dry runs (`hotplugd test`), which must
 	// change nothing: NewMounter leaves an unreadable state file where it
 	// is, and Mount, Unmount and Reconcile refuse with ErrPlanOnly.

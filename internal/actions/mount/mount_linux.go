@@ -591,7 +591,12 @@ func (m *Mounter) helperMount(ctx context.Context, dir *mountDir, dev Device, p 
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
-	runErr := cmd.Run()
+	// Its own scope: the FUSE daemon it leaves running must outlive a
+	// restart of hotplugd's service.
+	runErr := m.cfg.Scopes.Start(cmd, "hotplugd-mount", "system.slice", "hotplugd: FUSE filesystem on "+dev.Devnode)
+	if runErr == nil {
+		runErr = cmd.Wait()
+	}
 	if runErr == nil {
 		return nil
 	}
@@ -864,7 +869,7 @@ func (m *Mounter) Reconcile(ctx context.Context, present func(Device) bool) (Rec
 				return rep, err
 			}
 			at := mountsAt(infos, e.MountPoint)
-			if slices.ContainsFunc(at, func(mi *mountinfoInfo) bool { return isDeviceMount(mi, e.Device) }) {
+			if slices.ContainsFunc(at, func(mi *mountinfoInfo) bool { return isDeviceMount(mi, e.Device) }) && !deadFUSE(e.MountPoint) {
 				rep.Kept = append(rep.Kept, e)
 				release()
 				continue
@@ -872,7 +877,7 @@ func (m *Mounter) Reconcile(ctx context.Context, present func(Device) bool) (Rec
 		}
 		opCtx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 		mode := detachIfBusy
-		if !isPresent {
+		if !isPresent || deadFUSE(e.MountPoint) {
 			mode = detachNow
 		}
 		res, outcome, err := m.cleanup(opCtx, key, e, mode)
@@ -892,6 +897,14 @@ func (m *Mounter) Reconcile(ctx context.Context, present func(Device) bool) (Rec
 		}
 	}
 	return rep, errors.Join(errs...)
+}
+
+// deadFUSE reports whether the filesystem at path is a FUSE mount whose
+// daemon is gone (stat answers ENOTCONN): it cannot be used, and detaching
+// it lets the device be mounted again.
+func deadFUSE(path string) bool {
+	var st unix.Stat_t
+	return errors.Is(unix.Stat(path, &st), unix.ENOTCONN)
 }
 
 // presentInSysfs reports whether a block device exists now: its
