@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMain lets the test binary be the waiting re-execution, as
@@ -24,11 +25,16 @@ func TestMain(m *testing.M) {
 // arguments and environment.
 func TestStartGated(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
+	sh, err := filepath.EvalSymlinks("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var sawShim bool
 	var gotUnit, gotSlice string
 	s := &Starter{log: slog.New(slog.DiscardHandler), move: func(_ context.Context, pid int, unit, slice, _ string) error {
-		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-		sawShim = strings.HasPrefix(string(b), shimArgv0+"\x00/bin/sh\x00")
+		time.Sleep(100 * time.Millisecond) // long enough to be past the gate, were there none
+		exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
+		sawShim = err == nil && exe != sh
 		gotUnit, gotSlice = unit, slice
 		return nil
 	}}
