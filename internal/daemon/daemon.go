@@ -86,6 +86,7 @@ type ruleState struct {
 	rs      *rules.RuleSet
 	acts    *actions.Set
 	readsFS bool // some match reads fs.*: probe block devices on add
+	mounts  bool // some rule mounts
 }
 
 type daemon struct {
@@ -264,6 +265,9 @@ func (d *daemon) load(old *ruleState) (*ruleState, error) {
 	st := &ruleState{rs: rs}
 	for _, r := range rs.Rules {
 		st.readsFS = st.readsFS || r.ReadsFS()
+		for _, a := range r.Actions {
+			st.mounts = st.mounts || a.Kind() == "mount"
+		}
 	}
 	if old != nil {
 		if st.acts, err = actions.Build(rs, d.deps); err != nil {

@@ -22,6 +22,12 @@ func (d *daemon) handle(ctx context.Context, ev *uevent.Event) {
 	}
 	d.notePresence(ev)
 	st := d.state.Load()
+	media := mediaChange(ev)
+	if media {
+		d.mediaGone(ev)
+		defer d.mediaArrived(ctx, ev) // after this event's own rules
+	}
+	d.pollMedia(ev, st)
 	dev := d.devs.For(ctx, *ev)
 	defer dev.Done()
 	if d.log.Enabled(ctx, slog.LevelDebug) { // its arguments cost allocations on every event

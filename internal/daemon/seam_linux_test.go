@@ -21,6 +21,7 @@ import (
 	"github.com/hotplugd/hotplugd/internal/looptest"
 	"github.com/hotplugd/hotplugd/internal/rules"
 	"github.com/hotplugd/hotplugd/internal/uevent"
+	"golang.org/x/sys/unix"
 )
 
 // fakeSource is an event source a test feeds: what the netlink listener
@@ -104,6 +105,9 @@ func startSeam(t *testing.T, rulesYAML string, mod func(*Config)) *seam {
 	t.Cleanup(func() {
 		s.stop(t)
 		d.close()
+		for _, mi := range amMountsUnder(t, filepath.Join(s.dir, "media")) {
+			unix.Unmount(mi.Mountpoint, unix.MNT_DETACH)
+		}
 	})
 	return s
 }
