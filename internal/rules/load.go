@@ -554,26 +554,8 @@ func (l *loader) loadRule(n *yaml.Node, seen map[string]int) *Rule {
 	f = l.fields(n, "rule", "name", "match", "actions", "continue")
 	if v, ok := f["match"]; !ok {
 		l.errAt(n, "rule has no match")
-	} else if src, ok := l.str(v.val, "match"); ok {
-		r.Match = src
-		c, probs := compile(src, modeMatch)
-		for _, p := range probs {
-			l.errPos(l.scalarPos(v.val, runeToByte(src, p.off)), "match: %s", p.msg)
-		}
-		if len(probs) == 0 {
-			r.prog, r.needs, r.filter = c.prog, c.needs, c.filter
-			for _, f := range []struct {
-				name string
-				set  []string
-			}{{"action", c.filter.actions}, {"subsystem", c.filter.subsystems}} {
-				if f.set != nil && len(f.set) == 0 {
-					l.errAt(v.val, "match: can never be true: its conditions on %s exclude each other", f.name)
-				}
-			}
-			if c.readMount >= 0 {
-				l.errPos(l.scalarPos(v.val, runeToByte(src, c.readMount)), "match: mount.path is only known in actions, after a mount")
-			}
-		}
+	} else {
+		l.loadMatch(r, v.val)
 	}
 	if v, ok := f["continue"]; ok {
 		if b, ok := l.boolean(v.val, "continue"); ok {
@@ -581,28 +563,64 @@ func (l *loader) loadRule(n *yaml.Node, seen map[string]int) *Rule {
 		}
 	}
 	if v, ok := f["actions"]; ok {
-		mounted := false // an earlier action sets mount.path
-		for i, item := range l.seq(v.val, "actions") {
-			l.mountReads = l.mountReads[:0]
-			a := l.loadAction(item, i)
-			if !mounted {
-				for _, p := range l.mountReads {
-					l.errPos(p, "mount.path is empty here: only a mount or unmount action earlier in the rule sets it")
-				}
-			}
-			if a == nil {
-				continue
-			}
-			r.Actions = append(r.Actions, a)
-			if k := a.Kind(); k == "mount" || k == "unmount" {
-				mounted = true
-			}
-		}
+		r.Actions = l.loadActions(v.val)
 	}
 	if len(l.errs) > before {
 		return nil
 	}
 	return r
+}
+
+// loadMatch compiles a rule's match into r, with the problems positioned.
+func (l *loader) loadMatch(r *Rule, v *yaml.Node) {
+	src, ok := l.str(v, "match")
+	if !ok {
+		return
+	}
+	r.Match = src
+	c, probs := compile(src, modeMatch)
+	for _, p := range probs {
+		l.errPos(l.scalarPos(v, runeToByte(src, p.off)), "match: %s", p.msg)
+	}
+	if len(probs) > 0 {
+		return
+	}
+	r.prog, r.needs, r.filter = c.prog, c.needs, c.filter
+	for _, f := range []struct {
+		name string
+		set  []string
+	}{{"action", c.filter.actions}, {"subsystem", c.filter.subsystems}} {
+		if f.set != nil && len(f.set) == 0 {
+			l.errAt(v, "match: can never be true: its conditions on %s exclude each other", f.name)
+		}
+	}
+	if c.readMount >= 0 {
+		l.errPos(l.scalarPos(v, runeToByte(src, c.readMount)), "match: mount.path is only known in actions, after a mount")
+	}
+}
+
+// loadActions reads a rule's action list; a template may read mount.path
+// only after a mount or unmount.
+func (l *loader) loadActions(v *yaml.Node) []Action {
+	var out []Action
+	mounted := false // an earlier action sets mount.path
+	for i, item := range l.seq(v, "actions") {
+		l.mountReads = l.mountReads[:0]
+		a := l.loadAction(item, i)
+		if !mounted {
+			for _, p := range l.mountReads {
+				l.errPos(p, "mount.path is empty here: only a mount or unmount action earlier in the rule sets it")
+			}
+		}
+		if a == nil {
+			continue
+		}
+		out = append(out, a)
+		if k := a.Kind(); k == "mount" || k == "unmount" {
+			mounted = true
+		}
+	}
+	return out
 }
 
 var actionKinds = "run, mount, unmount or notify"
