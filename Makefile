@@ -15,7 +15,7 @@ TESTFLAGS   ?= -count=1 -p 1 -timeout 30m
 .PHONY: help build run test check lint race bench fuzz clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/hotplugd
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/hotplugd
@@ -29,6 +29,7 @@ test: ## run every test (integration tests need root and a real kernel)
 lint: ## gofmt gate, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./internal/e2e/...
 	$(STATICCHECK) ./...
 
 race: ## run every test with the race detector
@@ -142,3 +143,15 @@ endif
 
 bench-compare: build ## hotplugd vs udevd vs mdev: throughput and latency table (root; SHORT=1: 10,000 events, 50 samples)
 	$(GO) run ./tools/benchcompare -hotplugd $(BIN) -events $(EVENTS) -samples $(SAMPLES)
+
+# The real-machine suite (internal/e2e, build tag e2e): QEMU guests booted
+# from the distribution's kernel, with USB sticks plugged and pulled on an
+# emulated xHCI bus and the .deb installed under systemd as PID 1. Root,
+# qemu-system-x86, linux-image-amd64, busybox-static and the mkfs tools
+# (.ci/run installs them); about 10 minutes under TCG. `make deb` builds
+# $(BIN) static (CGO_ENABLED=0) on the way, which the shell-mode guest runs.
+.PHONY: e2e
+
+e2e: deb ## the real-machine suite: USB sticks and systemd in QEMU guests (root, ~10 min)
+	HOTPLUGD_E2E_BIN=$(CURDIR)/$(BIN) HOTPLUGD_E2E_DEB=$(CURDIR)/$(DEBDIR)/hotplugd_$(DEB_VERSION)_$(DEB_ARCH).deb \
+		$(GO) test -tags e2e -count=1 -timeout 20m ./internal/e2e/

@@ -344,7 +344,7 @@ func TestUnitVerifies(t *testing.T) {
 }
 
 // commands are the subcommands hotplugd(8) documents.
-var commands = []string{"run", "check", "monitor", "test", "trigger", "version"}
+var commands = []string{"run", "check", "monitor", "test", "trigger", "status", "eject", "reload", "settle", "version"}
 
 // manText renders a man page as man(1) shows it on an 80-column terminal,
 // requiring that groff and man have nothing to warn about.

@@ -366,7 +366,7 @@ var parseErrorTests = []struct {
 			`t.yaml:5:15: mount_root must be an absolute path, not "media"`,
 			`t.yaml:6:14: state_dir "/run/../tmp" is not a clean path (did you mean "/tmp"?)`,
 			`t.yaml:7:14: log_level must be debug, info, warn or error, not "verbose"`,
-			`t.yaml:8:3: unknown key "logfile" in settings (want source, coldplug, workers, action_timeout, mount_root, state_dir, log_level, network)`,
+			`t.yaml:8:3: unknown key "logfile" in settings (want source, coldplug, workers, action_timeout, mount_root, state_dir, log_level, control, metrics, network)`,
 		},
 	},
 	{
@@ -540,6 +540,8 @@ func TestParseDesign(t *testing.T) {
 		Settings: Settings{
 			Source: "udev", Coldplug: false, Workers: 4, ActionTimeout: time.Minute,
 			MountRoot: "/run/media", StateDir: "/var/lib/hotplugd", LogLevel: slog.LevelDebug,
+			Control: ControlSettings{Socket: "/run/hotplugd/control", GID: -1},
+			Metrics: MetricsSettings{Interval: 15 * time.Second},
 		},
 		Rules: []*Rule{
 			{
@@ -769,5 +771,31 @@ func TestKinds(t *testing.T) {
 	}
 	if p.String() != "f:1:2" {
 		t.Errorf("Pos.String() = %q", p.String())
+	}
+}
+
+func TestParseControlMetrics(t *testing.T) {
+	rs := mustParse(t, "settings:\n  control: {socket: /run/hotplugd/ctl, group: root}\n"+
+		"  metrics: {listen: \"127.0.0.1:9661\", textfile: /var/lib/node_exporter/hotplugd.prom, interval: 30s}\nrules: []\n")
+	want := Settings{Control: ControlSettings{Socket: "/run/hotplugd/ctl", Group: "root", GID: 0},
+		Metrics: MetricsSettings{Listen: "127.0.0.1:9661", Textfile: "/var/lib/node_exporter/hotplugd.prom", Interval: 30 * time.Second}}
+	if diff := cmp.Diff(want.Control, rs.Settings.Control); diff != "" {
+		t.Errorf("control (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want.Metrics, rs.Settings.Metrics); diff != "" {
+		t.Errorf("metrics (-want +got):\n%s", diff)
+	}
+	_, err := Parse("t.yaml", []byte("settings:\n  control: {socket: run/ctl, group: no-such-group-here, mode: 1}\n"+
+		"  metrics: {listen: 9661, interval: soon}\nrules: []\n"))
+	for _, want := range []string{
+		`t.yaml:2:21: control.socket must be an absolute path, not "run/ctl"`,
+		`t.yaml:2:37: control.group: unknown group "no-such-group-here"`,
+		`t.yaml:2:57: unknown key "mode" in control (want socket, group)`,
+		`t.yaml:3:21: metrics.listen "9661": want host:port`,
+		`t.yaml:3:37: metrics.interval`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("errors lack %q:\n%v", want, err)
+		}
 	}
 }

@@ -50,7 +50,23 @@ type Settings struct {
 	MountRoot     string        // where automatic mount points are created
 	StateDir      string        // where mounts.json lives
 	LogLevel      slog.Level
+	Control       ControlSettings
+	Metrics       MetricsSettings
 	Network       bool // also listen to NETLINK_ROUTE: links and addresses
+}
+
+// ControlSettings are settings.control.
+type ControlSettings struct {
+	Socket string // the control socket's path
+	Group  string // may read the daemon's state; "" for root only
+	GID    int    // Group's gid; -1 without one
+}
+
+// MetricsSettings are settings.metrics.
+type MetricsSettings struct {
+	Listen   string        // host:port to serve /metrics on; "" for none
+	Textfile string        // file written for node_exporter; "" for none
+	Interval time.Duration // how often Textfile is written
 }
 
 // DefaultSettings returns the settings of a file that sets none.
@@ -63,6 +79,8 @@ func DefaultSettings() Settings {
 		MountRoot:     "/media",
 		StateDir:      "/run/hotplugd",
 		LogLevel:      slog.LevelInfo,
+		Control:       ControlSettings{Socket: "/run/hotplugd/control", GID: -1},
+		Metrics:       MetricsSettings{Interval: 15 * time.Second},
 	}
 }
 
