@@ -7,10 +7,10 @@ VERSION     ?= $(shell git describe --tags --always --dirty --abbrev=12 2>/dev/n
 LDFLAGS     := -X main.version=$(VERSION)
 # BUILD is how build makes the binary: dev (go's defaults), cgo (the
 # Debian package's: os/user asks the C library, so users from NSS such as
-# LDAP or SSSD resolve; PIE, full RELRO, fortified C) or static (no libc,
-# users from /etc/passwd and /etc/group only). cgo and static are stripped
-# and hold no build id or build paths, so one commit gives the same bytes
-# on every build.
+# LDAP or SSSD resolve; PIE, full RELRO, fortified C) or static (the release
+# tarball's: no libc, users from /etc/passwd and /etc/group only). cgo and
+# static are stripped and hold no build id or build paths, so one commit
+# gives the same bytes on every build.
 BUILD       ?= dev
 GOBUILD_dev    = $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 GOBUILD_cgo    = CGO_ENABLED=1 CGO_CPPFLAGS=-D_FORTIFY_SOURCE=2 CGO_CFLAGS='-O2 -fstack-protector-strong' \
@@ -91,7 +91,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 DEB_ARCH    ?= $(shell a=$$($(GO) env GOARCH); case $$a in (386) a=i386;; (arm) a=armhf;; \
 	(ppc64le) a=ppc64el;; (mipsle) a=mipsel;; (mips64le) a=mips64el;; esac; echo $$a)
 
-.PHONY: man install uninstall deb
+.PHONY: man install uninstall deb tarball release
 
 man: $(MANPAGES) ## render the man pages (docs/man/*.md) to dist/man
 
@@ -152,6 +152,26 @@ deb: ## build dist/hotplugd_VERSION_ARCH.deb (the cgo binary; dpkg-deb, no root 
 	find $(DEBROOT) -exec touch -h -d @$(SOURCE_DATE_EPOCH) {} +
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) dpkg-deb --root-owner-group -Zxz --build $(DEBROOT) \
 		$(DEBDIR)/hotplugd_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+# The release tarball: the static binary and all make install installs
+# with PREFIX=/usr/local, as it lays them out, under one directory, with
+# LICENSE. Sorted, numeric owners, the commit's time, gzip without a name.
+TARNAME      = hotplugd-$(patsubst v%,%,$(VERSION))-linux-$(shell $(GO) env GOARCH)
+TARROOT      = $(DISTDIR)/tar-root
+
+tarball: ## build dist/hotplugd-VERSION-linux-ARCH.tar.gz (the static binary)
+	rm -rf $(TARROOT)
+	$(MAKE) --no-print-directory install BUILD=static BIN=$(DISTDIR)/static/hotplugd DESTDIR=$(TARROOT)/$(TARNAME) \
+		PREFIX=/usr/local UNITDIR=/usr/local/lib/systemd/system
+	$(INSTALL) -m 0644 LICENSE $(TARROOT)/$(TARNAME)/LICENSE
+	tar --sort=name --owner=0 --group=0 --numeric-owner --mode=u+w,go-w,a+rX --format=gnu \
+		--mtime=@$(SOURCE_DATE_EPOCH) -C $(TARROOT) -cf - $(TARNAME) | gzip -9n > $(DISTDIR)/$(TARNAME).tar.gz
+
+release: ## dist/: the .deb, the static tarball and SHA256SUMS; one commit, the same bytes
+	$(MAKE) --no-print-directory deb DEBDIR=$(DISTDIR)
+	$(MAKE) --no-print-directory tarball DISTDIR=$(DISTDIR)
+	cd $(DISTDIR) && sha256sum hotplugd_$(DEB_VERSION)_$(DEB_ARCH).deb $(TARNAME).tar.gz > SHA256SUMS
+	@cat $(DISTDIR)/SHA256SUMS
 
 # The side-by-side benchmark (tools/benchcompare): hotplugd, then
 # systemd-udevd and busybox mdev -d when installed, each alone with one
