@@ -66,7 +66,8 @@ func makeEnv() []string {
 		"MAKEFLAGS": true, "MFLAGS": true, "MAKELEVEL": true, "MAKEOVERRIDES": true,
 		"DESTDIR": true, "PREFIX": true, "BINDIR": true, "MANDIR": true, "UNITDIR": true,
 		"BASHCOMPDIR": true, "ZSHCOMPDIR": true, "DEBDIR": true, "DEB_VERSION": true,
-		"DEB_ARCH": true, "BIN": true, "INSTALL": true,
+		"DEB_ARCH": true, "BIN": true, "INSTALL": true, "DISTDIR": true, "BUILD": true,
+		"VERSION": true, "SOURCE_DATE_EPOCH": true,
 	}
 	var env []string
 	for _, kv := range os.Environ() {

@@ -49,6 +49,10 @@ func (d *daemon) mediaGone(ev *uevent.Event) {
 // stick's add mounts the next card too. Partitions on the medium come as
 // the kernel's own adds once something opens the disk, as the probe does.
 func (d *daemon) mediaArrived(ctx context.Context, ev *uevent.Event) {
+	if err := d.devs.OpenMedia(ev.DevName); err != nil {
+		d.log.Warn("medium changed: cannot open the disk", "devpath", ev.DevPath, "err", err)
+		return
+	}
 	dev := d.devs.For(ctx, *ev)
 	size := dev.Attr("size")
 	dev.Done()

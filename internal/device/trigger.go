@@ -1,11 +1,13 @@
 package device
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
@@ -71,4 +73,23 @@ func (m *Manager) PollMedia(devpath string, ms int) (bool, error) {
 		return false, fmt.Errorf("poll media %s: %w", devpath, err)
 	}
 	return true, nil
+}
+
+// OpenMedia opens and closes a removable disk's node, which makes the
+// kernel look at the medium in it anew (its capacity, its partitions):
+// after a media change it reports size 0 until something opens the disk.
+// An empty drive answers ENOMEDIUM, which is no error here.
+func (m *Manager) OpenMedia(devname string) error {
+	node := m.roots.DevNode(devname)
+	if err := checkBlockDevice(node); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(node, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if errors.Is(err, syscall.ENOMEDIUM) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }

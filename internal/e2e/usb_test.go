@@ -79,6 +79,7 @@ func TestUSB(t *testing.T) {
 	t.Run("whole_disk_and_three_partitions", u.testWholeDiskAndPartitions)
 	t.Run("usb_facts", u.testUSBFacts)
 	t.Run("media_change", u.testMediaChange)
+	t.Run("eject_power_off", u.testEjectPowerOff)
 	t.Run("kernel_events_none_dropped", u.testKernelEvents)
 }
 
@@ -548,6 +549,37 @@ func (u *usbGuest) testMediaChange(t *testing.T) {
 		}
 	}
 	g.pullAll(t, []*stick{s}, "/media/CARD_A", "/media/CARD_B")
+}
+
+// Issue 13's power-off on a real bus: `hotplugd eject --power-off` of a
+// mounted stick unmounts it, removes its directory and writes 1 to its USB
+// device's remove attribute, and the kernel removes the device: its disk
+// goes from /sys and the kernel's own remove events follow. A mount
+// hotplugd did not make is refused.
+func (u *usbGuest) testEjectPowerOff(t *testing.T) {
+	g := u.g
+	before := len(u.events(t, nil))
+	img := makeImage(t, g.dir, "s11eject", stickSpec{size: 32 * mib, parts: []fsSpec{{fs: "vfat", label: "EJECTME"}}})
+	s := g.plug(t, "s11eject", img)
+	if _, ok := g.waitMount(t, "/media/EJECTME", plugTimeout); !ok {
+		t.Fatalf("/media/EJECTME was not mounted within %v", plugTimeout)
+	}
+	disk := g.diskOf(t, "s11eject")
+	if r := g.try(t, shq(g.bin)+" eject /proc"); r.code != 1 || !strings.Contains(r.stderr, "hotplugd mounted nothing there") {
+		t.Errorf("eject of a mount hotplugd did not make:\n%s", r)
+	}
+	r := g.try(t, shq(g.bin)+" eject --power-off /dev/"+disk+"1")
+	if r.code != 0 || !strings.Contains(r.stdout, "powered off") {
+		t.Fatalf("eject --power-off:\n%s", r)
+	}
+	if !g.waitUnmounted(t, "/media/EJECTME", pullTimeout) {
+		t.Errorf("/media/EJECTME still mounted, or its directory there, after eject --power-off")
+	}
+	g.eventually(t, pullTimeout, "the kernel to remove /sys/block/"+disk, "! test -e /sys/block/"+disk)
+	u.waitEvent(t, pullTimeout, "the kernel's remove of the powered-off disk", before, func(e monitorEvent) bool {
+		return e.Action == "remove" && e.Subsystem == "block" && e.DevName == disk
+	})
+	s.pull(t)
 }
 
 // monitorEvent is one line of `hotplugd monitor --json`.

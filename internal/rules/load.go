@@ -20,6 +20,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/hotplugd/hotplugd/internal/account"
 	"github.com/hotplugd/hotplugd/internal/ratelimit"
 )
 
@@ -58,21 +59,10 @@ func Parse(name string, data []byte) (*RuleSet, error) {
 // userLookup resolves a user name (or numeric id); tests replace it.
 type userLookup func(name string) (*User, error)
 
-func lookupUser(name string) (*User, error) {
-	u, err := user.Lookup(name)
-	if err != nil && name != "" && strings.Trim(name, "0123456789") == "" {
-		u, err = user.LookupId(name)
-	}
-	if err != nil {
-		return nil, err
-	}
-	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
-	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
-	if err1 != nil || err2 != nil {
-		return nil, fmt.Errorf("user %q has non-numeric ids %s:%s", name, u.Uid, u.Gid)
-	}
-	return &User{Name: u.Username, UID: uint32(uid), GID: uint32(gid)}, nil
-}
+// lookupUser resolves a user, groups and home included, when the rules
+// load: nothing is looked up per event, and check reports what the
+// daemon would meet.
+func lookupUser(name string) (*User, error) { return account.Lookup(name) }
 
 func parse(name string, data []byte, lookup userLookup) (*RuleSet, error) {
 	l := &loader{file: name, lookup: lookup, users: map[string]userResult{}}
@@ -345,7 +335,7 @@ func (l *loader) user(n *yaml.Node, what string) *User {
 	var unknownID user.UnknownUserIdError
 	switch {
 	case errors.As(r.err, &unknown) || errors.As(r.err, &unknownID):
-		l.errAt(n, "%s: unknown user %q", what, name)
+		l.errAt(n, "%s: unknown user %q: not in %s", what, name, account.Database)
 	case r.err != nil:
 		l.errAt(n, "%s: looking up user %q: %v", what, name, r.err)
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"os/user"
+
+	"github.com/hotplugd/hotplugd/internal/account"
 )
 
 // fakeUsers resolves the users the tests name without /etc/passwd.
@@ -278,8 +280,8 @@ var parseErrorTests = []struct {
 		"unknown user",
 		"rules:\n  - name: a\n    match: 'true'\n    actions:\n      - run: {argv: [/bin/true], user: mallory}\n      - mount: {owner: nobody2}\n",
 		[]string{
-			`t.yaml:5:40: rule "a": user: unknown user "mallory"`,
-			`t.yaml:6:24: rule "a": owner: unknown user "nobody2"`,
+			`t.yaml:5:40: rule "a": user: unknown user "mallory": not in ` + account.Database,
+			`t.yaml:6:24: rule "a": owner: unknown user "nobody2": not in ` + account.Database,
 		},
 	},
 	{
@@ -737,8 +739,8 @@ func TestLookupUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := rs.Rules[0].Actions[0].(*RunSpec).User; got == nil || got.UID != 0 {
-		t.Errorf("user = %+v", got)
+	if got := rs.Rules[0].Actions[0].(*RunSpec).User; got == nil || got.UID != 0 || got.Home != "/root" || len(got.Groups) == 0 {
+		t.Errorf("user = %+v, want root with its home and groups", got)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/expr-lang/expr/vm"
 
+	"github.com/hotplugd/hotplugd/internal/account"
 	"github.com/hotplugd/hotplugd/internal/ratelimit"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
@@ -119,12 +120,8 @@ type Action interface {
 	Position() Pos
 }
 
-// User is a resolved user account.
-type User struct {
-	Name string
-	UID  uint32
-	GID  uint32 // primary group
-}
+// User is a resolved user account: ids, home and groups.
+type User = account.User
 
 // RunSpec runs a program directly, without a shell.
 type RunSpec struct {
