@@ -20,7 +20,7 @@ type controlHandlers struct{ d *daemon }
 func (h controlHandlers) Status() control.Status {
 	d := h.d
 	st := d.state.Load()
-	ls := d.src.Stats()
+	ls := d.sourceStats()
 	ds := d.disp.Stats()
 	s := control.Status{
 		Version:       d.cfg.Version,

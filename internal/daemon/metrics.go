@@ -13,6 +13,7 @@ import (
 
 	vm "github.com/VictoriaMetrics/metrics"
 
+	"github.com/hotplugd/hotplugd/internal/listener"
 	"github.com/hotplugd/hotplugd/internal/rules"
 )
 
@@ -21,20 +22,31 @@ import (
 // configuration's state.
 func (d *daemon) registerMetrics() {
 	m := d.metrics
-	src := string(d.src.Source())
-	received := m.Counter("hotplugd_uevents_received_total", "source", src)
-	overruns := m.Counter("hotplugd_netlink_overruns_total", "source", src)
+	sources := []eventSource{d.src}
+	if d.net != nil {
+		sources = append(sources, d.net)
+	}
 	drop := func(reason string) *vm.Counter { return m.Counter("hotplugd_uevents_dropped_total", "reason", reason) }
 	truncated, sender, creds, header, parse := drop("truncated"), drop("sender"), drop("credentials"), drop("udev_header"), drop("parse")
+	type perSource struct{ received, overruns *vm.Counter }
+	per := make([]perSource, len(sources))
+	for i, src := range sources {
+		name := string(src.Source())
+		per[i] = perSource{m.Counter("hotplugd_uevents_received_total", "source", name), m.Counter("hotplugd_netlink_overruns_total", "source", name)}
+	}
 	m.OnExpose(func() {
-		ls := d.src.Stats()
-		received.Set(ls.Received)
-		overruns.Set(ls.Overruns)
-		truncated.Set(ls.DroppedTruncated)
-		sender.Set(ls.DroppedSender)
-		creds.Set(ls.DroppedCreds)
-		header.Set(ls.DroppedUdevHeader)
-		parse.Set(ls.DroppedParse)
+		var all listener.Stats
+		for i, src := range sources {
+			ls := src.Stats()
+			per[i].received.Set(ls.Received)
+			per[i].overruns.Set(ls.Overruns)
+			all = addStats(all, ls)
+		}
+		truncated.Set(all.DroppedTruncated)
+		sender.Set(all.DroppedSender)
+		creds.Set(all.DroppedCreds)
+		header.Set(all.DroppedUdevHeader)
+		parse.Set(all.DroppedParse)
 	})
 	m.Gauge(func() float64 { return float64(d.disp.Stats().Queued) }, "hotplugd_queue_events")
 	m.Gauge(func() float64 { return float64(d.mountCount()) }, "hotplugd_mounts")
@@ -150,4 +162,26 @@ func (x *exposition) close() {
 		x.srv.Shutdown(ctx)
 		cancel()
 	}
+}
+
+// addStats sums the counters of two sources.
+func addStats(a, b listener.Stats) listener.Stats {
+	a.Received += b.Received
+	a.Accepted += b.Accepted
+	a.DroppedTruncated += b.DroppedTruncated
+	a.DroppedSender += b.DroppedSender
+	a.DroppedCreds += b.DroppedCreds
+	a.DroppedUdevHeader += b.DroppedUdevHeader
+	a.DroppedParse += b.DroppedParse
+	a.Overruns += b.Overruns
+	return a
+}
+
+// sourceStats is what every event source counted, together.
+func (d *daemon) sourceStats() listener.Stats {
+	s := d.src.Stats()
+	if d.net != nil {
+		s = addStats(s, d.net.Stats())
+	}
+	return s
 }

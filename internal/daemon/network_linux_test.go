@@ -58,6 +58,11 @@ func TestBinaryNetworkCarrierRunsOnce(t *testing.T) {
 	if b, _ := os.ReadFile(out); strings.Join(want, "\n")+"\n" != string(b) {
 		t.Errorf("the command ran for\n%s\nwant once per carrier change:\n%s", b, strings.Join(want, "\n"))
 	}
+	text := string(socketGet(t, filepath.Join(dir, "control"), "/metrics"))
+	if n := metricValue(t, text, `hotplugd_uevents_received_total{source="route"}`); n < 4 {
+		t.Errorf("/metrics counts %v route messages received, want at least 4:\n%s", n, text)
+	}
+	metricValue(t, text, `hotplugd_uevents_received_total{source="kernel"}`) // and the kernel's, beside it
 	d.signal(t, syscall.SIGTERM)
 	if code := d.wait(t, waitExit); code != 0 {
 		t.Errorf("exit code %d, want 0", code)
