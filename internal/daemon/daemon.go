@@ -219,10 +219,7 @@ func (d *daemon) load(old *ruleState) (*ruleState, error) {
 		return nil, err
 	}
 	rs.SetLogger(d.log)
-	st := &ruleState{rs: rs}
-	for _, r := range rs.Rules {
-		st.readsFS = st.readsFS || r.ReadsFS()
-	}
+	st := &ruleState{rs: rs, readsFS: rs.ReadsFS()}
 	if old != nil {
 		if st.acts, err = actions.Build(rs, d.deps); err != nil {
 			return nil, err

@@ -27,8 +27,8 @@ func (d *daemon) handle(ctx context.Context, ev *uevent.Event) {
 		d.log.Debug("event", "action", ev.Action, "devpath", ev.DevPath, "subsystem", ev.Subsystem,
 			"seqnum", ev.Seqnum, "source", ev.Source)
 	}
-	if st.readsFS && ev.Subsystem == "block" && (ev.Action == "add" || ev.Action == "change") {
-		dev.FS() // recorded by Done, for the remove rules
+	if st.readsFS {
+		dev.PrefetchFS() // recorded by Done, for the remove rules
 	}
 	// The matched rules go into a buffer kept across events: nothing is
 	// allocated per event of a storm that matches no rule.
