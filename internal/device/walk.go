@@ -111,7 +111,7 @@ func (s *sysfsView) walk() []uevent.WalkDevice {
 	devs := append([]parent{own}, s.parentList()...)
 	walk := make([]uevent.WalkDevice, len(devs))
 	for i, p := range devs {
-		walk[i] = uevent.WalkDevice{DevPath: "/" + s.rel[p.level], Subsystem: p.subsystem, DevType: p.devtype, Attrs: map[string]string{}}
+		walk[i] = uevent.WalkDevice{DevPath: "/" + s.rel[p.level], Subsystem: p.subsystem, DevType: p.devtype, Attrs: uevent.Attrs{}}
 		if t, err := s.dirs[p.level].Readlink("driver"); err == nil {
 			walk[i].Driver = path.Base(t)
 		}

@@ -3,7 +3,9 @@ package uevent
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 )
 
@@ -131,7 +133,9 @@ func (r Recording) MarshalJSON() ([]byte, error) {
 }
 
 // UnmarshalJSON decodes a `monitor --json --walk` object strictly: a
-// field it does not know is an error, every check of Event.UnmarshalJSON
+// field it does not know is an error, and so is anything after the
+// object (b can be a line of a recording, not only what json.Unmarshal
+// has checked), every check of Event.UnmarshalJSON
 // applies, and the walk must lead from the event's device up through its
 // parents. An object without a sequence number (written by hand) gets
 // SEQNUM 0.
@@ -139,8 +143,13 @@ func (r *Recording) UnmarshalJSON(b []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var j jsonEvent
-	if err := dec.Decode(&j); err != nil {
+	if err := dec.Decode(&j); errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return errors.New("unexpected end of JSON input: the object is cut short")
+	} else if err != nil {
 		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the object")
 	}
 	ev, err := j.event(true)
 	if err != nil {

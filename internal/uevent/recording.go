@@ -35,7 +35,7 @@ type WalkDevice struct {
 	// that are not devices ("queue/rotational", "power/control"), by
 	// path, each as read: at most 4 KiB, trailing newlines removed.
 	// Values that are not UTF-8 text are left out.
-	Attrs map[string]string `json:"attrs"`
+	Attrs Attrs `json:"attrs"`
 }
 
 // ErrBadWalk is wrapped by the error of a walk that does not lead from

@@ -111,3 +111,25 @@ func TestRecordingErrors(t *testing.T) {
 		t.Errorf("without seqnum: %v, %+v", err, r.Event)
 	}
 }
+
+// FuzzAttrs: Attrs decodes every JSON object of strings as a
+// map[string]string does, and rejects what it rejects.
+func FuzzAttrs(f *testing.F) {
+	for _, s := range []string{`{}`, `null`, `{"size":"63488","queue/rotational":"1"}`, `{"a":"x","a":"y"}`,
+		`{"model":"Cruzer Blade    ","e":"\u00e9\n\"\\","bad":"\xff"}`, ` { "a" : "b" , "c":"d" } `, `{"a":1}`, `[]`, `"x"`,
+		`{"a":"b",}`, `{"a" "b"}`, `{"a":"b"`, `{"\ud800":"x"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var want map[string]string
+		errWant := json.Unmarshal(b, &want)
+		var got Attrs
+		errGot := json.Unmarshal(b, &got)
+		if (errWant == nil) != (errGot == nil) {
+			t.Fatalf("%q: map error %v, Attrs error %v", b, errWant, errGot)
+		}
+		if errWant == nil && !cmp.Equal(want, map[string]string(got)) {
+			t.Fatalf("%q: map %q, Attrs %q", b, want, got)
+		}
+	})
+}
