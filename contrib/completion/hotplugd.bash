@@ -52,6 +52,14 @@ _hotplugd()
             _hotplugd_files
             return
             ;;
+        --replay | -replay)
+            _hotplugd_files jsonl json
+            return
+            ;;
+        --expect | -expect)
+            _hotplugd_files yaml yml
+            return
+            ;;
         --source | -source)
             COMPREPLY=($(compgen -W "kernel udev auto" -- "$cur"))
             return
@@ -78,8 +86,8 @@ _hotplugd()
     local flags=
     case $cmd in
         run | check) flags="--config" ;;
-        monitor) flags="--json --source --subsystem" ;;
-        test) flags="--config --event --syspath --action" ;;
+        monitor) flags="--json --walk --source --subsystem" ;;
+        test) flags="--config --event --syspath --action --replay --expect --update" ;;
         trigger) flags="--action --subsystem --dry-run" ;;
         version | help) flags= ;;
         *) return ;;
