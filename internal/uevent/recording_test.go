@@ -3,10 +3,12 @@ package uevent
 import (
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 // A loop partition's add as `monitor --json --walk` printed it (shortened).
@@ -130,6 +132,43 @@ func FuzzAttrs(f *testing.F) {
 		}
 		if errWant == nil && !cmp.Equal(want, map[string]string(got)) {
 			t.Fatalf("%q: map %q, Attrs %q", b, want, got)
+		}
+	})
+}
+
+// FuzzRecording: what decodes as a recording encodes back to one that
+// decodes the same. (Keys match their fields case-insensitively, as
+// encoding/json matches them.)
+func FuzzRecording(f *testing.F) {
+	data, err := os.ReadFile("../../configs/examples/testdata/usb-stick.jsonl")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "{") {
+			f.Add([]byte(l))
+		}
+	}
+	f.Add([]byte(loopAddRecording))
+	f.Add([]byte(`{"ACtion":"add","devpAth":"/devices/x","suBsYstem":"0"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var r Recording
+		if err := json.Unmarshal(b, &r); err != nil {
+			return
+		}
+		again, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r2 Recording
+		if err := json.Unmarshal(again, &r2); err != nil {
+			t.Fatalf("re-encoded recording does not decode: %v\n%s", err, again)
+		}
+		// Properties the object gave outside env come first, then env's
+		// by name: the order of the first decoding is not kept.
+		byKey := cmpopts.SortSlices(func(a, b Property) bool { return a.Key < b.Key })
+		if diff := cmp.Diff(r, r2, cmpopts.EquateEmpty(), byKey); diff != "" {
+			t.Fatalf("re-encoded recording differs (-first +again):\n%s", diff)
 		}
 	})
 }
