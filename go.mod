@@ -14,4 +14,12 @@ require go.yaml.in/yaml/v3 v3.0.6
 
 require github.com/moby/sys/mountinfo v0.7.3
 
-require github.com/godbus/dbus/v5 v5.2.4
+require (
+	github.com/VictoriaMetrics/metrics v1.45.0
+	github.com/godbus/dbus/v5 v5.2.4
+)
+
+require (
+	github.com/valyala/fastrand v1.1.0 // indirect
+	github.com/valyala/histogram v1.2.0 // indirect
+)

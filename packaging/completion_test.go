@@ -68,7 +68,7 @@ func TestBashCompletion(t *testing.T) {
 	}{
 		{"hotplugd mo", []string{"monitor"}},
 		{"hotplugd monitor --j", []string{"--json"}},
-		{"hotplugd ", []string{"--help", "check", "help", "monitor", "run", "test", "trigger", "version"}},
+		{"hotplugd ", []string{"--help", "check", "eject", "help", "monitor", "reload", "run", "settle", "status", "test", "trigger", "version"}},
 		{"hotplugd monitor --", []string{"--help", "--json", "--source", "--subsystem", "--walk"}},
 		{"hotplugd monitor --source ", []string{"auto", "kernel", "udev"}},
 		{"hotplugd monitor --source=k", []string{"kernel"}},
@@ -87,6 +87,12 @@ func TestBashCompletion(t *testing.T) {
 		{"hotplugd trigger --dry-run --action a", []string{"add"}},
 		{"hotplugd monitor --subsystem bloc", []string{"block"}},
 		{"hotplugd version ", []string{"--help"}},
+		{"hotplugd st", []string{"status"}},
+		{"hotplugd status --", []string{"--help", "--json", "--socket"}},
+		{"hotplugd eject --", []string{"--force", "--help", "--json", "--power-off", "--socket", "--timeout"}},
+		{"hotplugd eject LA", []string{"LABEL="}},
+		{"hotplugd settle --", []string{"--help", "--socket", "--timeout"}},
+		{"hotplugd reload --", []string{"--help", "--socket"}},
 	}
 	// The script works on its own and, as installed, under bash-completion.
 	const bc = "/usr/share/bash-completion/bash_completion"
@@ -136,6 +142,8 @@ zpty -d z
 		{"hotplugd monitor --json --w", "--walk"},
 		{"hotplugd test --rep", "--replay"},
 		{"hotplugd test --replay ", "stick.jsonl"},
+		{"hotplugd sta", "status"},
+		{"hotplugd eject --po", "--power-off"},
 	}
 	for _, c := range cases {
 		t.Run(c.line, func(t *testing.T) {

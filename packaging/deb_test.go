@@ -2,6 +2,7 @@ package packaging
 
 import (
 	"debug/elf"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,6 +71,30 @@ func dpkgExcludes(t *testing.T) func(name string) bool {
 	}
 }
 
+// debFiles is every file of the package, with its mode: what make install
+// installs, and the package's documentation.
+func debFiles() map[string]fs.FileMode {
+	files := installedFiles()
+	files["/usr/share/doc/hotplugd/copyright"] = 0o644
+	files["/usr/share/doc/hotplugd/changelog.gz"] = 0o644
+	return files
+}
+
+// buildDeb runs make deb into a new directory and returns the package.
+func buildDeb(t *testing.T) string {
+	t.Helper()
+	for _, tool := range []string{"dpkg-deb", "dpkg-shlibdeps", "gcc"} {
+		needTool(t, tool)
+	}
+	debdir := t.TempDir()
+	runMake(t, "deb", "DEBDIR="+debdir)
+	debs, _ := filepath.Glob(filepath.Join(debdir, "hotplugd_*.deb"))
+	if len(debs) != 1 {
+		t.Fatalf("make deb DEBDIR=%s made %v, want one hotplugd_*.deb", debdir, debs)
+	}
+	return debs[0]
+}
+
 // dpkgStatus returns dpkg's abbreviated status of a package ("ii",
 // "rc", ...; "" when dpkg does not know it) and whether any of its files
 // are on the machine: anything but not-installed.
@@ -100,20 +125,14 @@ func TestDebPackage(t *testing.T) {
 		need(t, os.IsNotExist(err), "%s exists; the test's dpkg -P would remove it", p)
 	}
 
-	debdir := t.TempDir()
-	runMake(t, "deb", "DEBDIR="+debdir)
-	debs, _ := filepath.Glob(filepath.Join(debdir, "hotplugd_*.deb"))
-	if len(debs) != 1 {
-		t.Fatalf("make deb DEBDIR=%s made %v, want one hotplugd_*.deb", debdir, debs)
-	}
-	deb := debs[0]
+	deb := buildDeb(t)
 	if want := "_" + debArch() + ".deb"; !strings.HasSuffix(deb, want) {
 		t.Errorf("%s: file name does not end in %s", deb, want)
 	}
 
 	// The control file.
 	fields := run(t, "", os.Environ(), "dpkg-deb", "-f", deb, "Package", "Architecture", "Depends", "Suggests", "Version")
-	for _, w := range []string{"Package: hotplugd\n", "Architecture: " + debArch() + "\n", "Depends: util-linux\n", "ntfs-3g"} {
+	for _, w := range []string{"Package: hotplugd\n", "Architecture: " + debArch() + "\n", "Depends: libc6 (>= ", "ntfs-3g"} {
 		if !strings.Contains(fields, w) {
 			t.Errorf("control fields lack %q:\n%s", w, fields)
 		}
@@ -122,7 +141,7 @@ func TestDebPackage(t *testing.T) {
 	if strings.TrimSpace(conffiles) != "/etc/hotplugd/rules.yaml" {
 		t.Errorf("conffiles = %q, want /etc/hotplugd/rules.yaml", conffiles)
 	}
-	for _, script := range []string{"postinst", "prerm", "postrm"} {
+	for _, script := range []string{"postinst", "prerm", "postrm", "md5sums"} {
 		if _, _, err := runErr(t, "", os.Environ(), "dpkg-deb", "--info", deb, script); err != nil {
 			t.Errorf("the package has no %s", script)
 		}
@@ -138,7 +157,7 @@ func TestDebPackage(t *testing.T) {
 		}
 		listed[strings.TrimPrefix(f[len(f)-1], ".")] = f[0] + " " + f[1]
 	}
-	for name, mode := range installedFiles() {
+	for name, mode := range debFiles() {
 		want := "-" + mode.String()[1:] + " root/root"
 		if got, ok := listed[name]; !ok {
 			t.Errorf("%s is not in the package", name)
@@ -147,21 +166,21 @@ func TestDebPackage(t *testing.T) {
 		}
 	}
 	for name, attr := range listed {
-		if _, ok := installedFiles()[name]; !ok && !strings.HasPrefix(attr, "d") {
+		if _, ok := debFiles()[name]; !ok && !strings.HasPrefix(attr, "d") {
 			t.Errorf("the package holds an unexpected file %s", name)
 		}
 	}
 
-	// The binary is static: no libc6 dependency needed.
+	// The binary is the cgo build: os/user goes through the C library, so
+	// it links libc, and nothing else Depends does not name.
 	x := filepath.Join(t.TempDir(), "x")
 	run(t, "", os.Environ(), "dpkg-deb", "-x", deb, x)
 	if ef, err := elf.Open(filepath.Join(x, "usr/bin/hotplugd")); err != nil {
 		t.Error(err)
 	} else {
-		for _, p := range ef.Progs {
-			if p.Type == elf.PT_INTERP {
-				t.Errorf("/usr/bin/hotplugd is dynamically linked (has PT_INTERP); build it with CGO_ENABLED=0")
-			}
+		libs, err := ef.ImportedLibraries()
+		if err != nil || len(libs) != 1 || libs[0] != "libc.so.6" {
+			t.Errorf("/usr/bin/hotplugd links %q (%v), want libc.so.6 alone: build it with cgo (BUILD=cgo)", libs, err)
 		}
 		ef.Close()
 	}
@@ -200,7 +219,7 @@ func TestDebPackage(t *testing.T) {
 		t.Errorf("rules.yaml is not a registered conffile: %q", registered)
 	}
 	excluded := dpkgExcludes(t)
-	for name, mode := range installedFiles() {
+	for name, mode := range debFiles() {
 		if excluded(name) {
 			t.Logf("%s: not checked, dpkg is configured to leave it out (path-exclude)", name)
 			continue
@@ -248,7 +267,7 @@ func TestDebPackage(t *testing.T) {
 	if status, present := dpkgStatus(t, "hotplugd"); present {
 		t.Errorf("after dpkg -P hotplugd, dpkg reports %q", status)
 	}
-	for name := range installedFiles() {
+	for name := range debFiles() {
 		if _, err := os.Lstat(name); !os.IsNotExist(err) {
 			t.Errorf("after dpkg -P: %s: %v", name, err)
 		}

@@ -66,7 +66,8 @@ func makeEnv() []string {
 		"MAKEFLAGS": true, "MFLAGS": true, "MAKELEVEL": true, "MAKEOVERRIDES": true,
 		"DESTDIR": true, "PREFIX": true, "BINDIR": true, "MANDIR": true, "UNITDIR": true,
 		"BASHCOMPDIR": true, "ZSHCOMPDIR": true, "DEBDIR": true, "DEB_VERSION": true,
-		"DEB_ARCH": true, "BIN": true, "INSTALL": true,
+		"DEB_ARCH": true, "BIN": true, "INSTALL": true, "DISTDIR": true, "BUILD": true,
+		"VERSION": true, "SOURCE_DATE_EPOCH": true,
 	}
 	var env []string
 	for _, kv := range os.Environ() {
@@ -344,7 +345,7 @@ func TestUnitVerifies(t *testing.T) {
 }
 
 // commands are the subcommands hotplugd(8) documents.
-var commands = []string{"run", "check", "monitor", "test", "trigger", "version"}
+var commands = []string{"run", "check", "monitor", "test", "trigger", "status", "eject", "reload", "settle", "version"}
 
 // manText renders a man page as man(1) shows it on an 80-column terminal,
 // requiring that groff and man have nothing to warn about.

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/hotplugd/hotplugd/internal/actions/notify"
+	"github.com/hotplugd/hotplugd/internal/actions/scope"
 )
 
 // exitError carries a process exit status out of a subcommand without a
@@ -35,10 +36,15 @@ func commands() map[string]command {
 		"monitor": {"print live uevents", runMonitor},
 		"check":   {"validate a rules file", runCheck},
 		"test":    {"dry-run one event through the rules", runTest},
+		"status":  {"show what the running daemon is doing", runStatus},
+		"eject":   {"unmount what hotplugd mounted, and power the device off", runEject},
+		"reload":  {"reload the rules through the daemon", runReload},
+		"settle":  {"wait until the daemon has handled every event", runSettle},
 	}
 }
 
 func main() {
+	scope.RunShim()          // returns unless this process waits to run a helper in its own scope
 	notify.RunNotifyHelper() // returns unless this process is a desktop-notification helper
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -72,7 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: hotplugd COMMAND [flags]\n\ncommands:")
-	for _, name := range []string{"run", "check", "monitor", "test", "trigger", "version"} {
+	for _, name := range []string{"run", "check", "monitor", "test", "trigger", "status", "eject", "reload", "settle", "version"} {
 		if c, ok := commands()[name]; ok {
 			fmt.Fprintf(w, "  %-8s %s\n", name, c.summary)
 		}

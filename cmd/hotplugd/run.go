@@ -20,5 +20,6 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) error {
 		RulesPath: *config,
 		Logger:    daemon.NewLogger(stderr, lv),
 		Level:     lv,
+		Version:   version,
 	})
 }

@@ -25,7 +25,7 @@ _hotplugd()
         fi
     fi
 
-    local commands="run check monitor test trigger version help"
+    local commands="run check monitor test trigger status eject reload settle version help"
     local actions="add remove change move online offline bind unbind"
 
     # The command is the first word after "hotplugd" that is not a flag.
@@ -48,7 +48,7 @@ _hotplugd()
             _hotplugd_files yaml yml
             return
             ;;
-        --event | -event)
+        --event | -event | --socket | -socket)
             _hotplugd_files
             return
             ;;
@@ -58,6 +58,9 @@ _hotplugd()
             ;;
         --expect | -expect)
             _hotplugd_files yaml yml
+            return
+            ;;
+        --timeout | -timeout)
             return
             ;;
         --source | -source)
@@ -89,9 +92,23 @@ _hotplugd()
         monitor) flags="--json --walk --source --subsystem" ;;
         test) flags="--config --event --syspath --action --replay --expect --update" ;;
         trigger) flags="--action --subsystem --dry-run" ;;
+        status) flags="--json --socket" ;;
+        eject) flags="--power-off --force --timeout --json --socket" ;;
+        reload) flags="--socket" ;;
+        settle) flags="--timeout --socket" ;;
         version | help) flags= ;;
         *) return ;;
     esac
+    if [[ $cmd == eject && $cur != -* ]]; then
+        # eject: a device node, a mount point, LABEL= or UUID=.
+        if [[ $cur == /* ]]; then
+            _hotplugd_files
+        else
+            COMPREPLY=($(compgen -W "LABEL= UUID=" -- "$cur"))
+            compopt -o nospace 2>/dev/null
+        fi
+        return
+    fi
     if [[ $cmd != test || -z $cur || $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$flags --help" -- "$cur"))
         return

@@ -59,6 +59,7 @@ type Step struct {
 	Lazy      bool        // unmount: the filesystem was busy and was detached lazily
 	Message   string      // notify: after templates
 	Targets   []rules.Target
+	Duration  time.Duration // how long it took
 }
 
 // Action is one built action of a rule.
@@ -144,7 +145,9 @@ func (s *Set) Run(ctx context.Context, ev *uevent.Event, dev rules.Device, match
 		c := newContext(ev, dev, r.Name)
 		acts := s.acts[r.Name]
 		for i, a := range acts {
+			start := time.Now()
 			st, err := a.Do(ctx, c)
+			st.Duration = time.Since(start)
 			obs.Did(r, st, err)
 			if err != nil && i < len(acts)-1 {
 				obs.Ended(r, len(acts)-1-i)
@@ -153,7 +156,9 @@ func (s *Set) Run(ctx context.Context, ev *uevent.Event, dev rules.Device, match
 		}
 	}
 	if ev.Action == "remove" && ev.Subsystem == "block" && s.deps.Mounter != nil {
+		start := time.Now()
 		st, err := unmountDevice(ctx, s.deps, newContext(ev, dev, ""))
+		st.Duration = time.Since(start)
 		if err != nil || st.MountPath != "" || s.deps.PlanOnly {
 			obs.Did(nil, st, err)
 		}

@@ -37,7 +37,7 @@ func newMount(a rules.Action, deps *Deps) (Action, error) {
 func (a *mountAction) request(rule string) mount.Request {
 	req := mount.Request{Rule: rule, Options: a.spec.Options, Exec: a.spec.Exec}
 	if a.spec.Owner != nil {
-		req.UID, req.GID = a.spec.Owner.UID, a.spec.Owner.GID
+		req.UID, req.GID, req.Owned = a.spec.Owner.UID, a.spec.Owner.GID, true
 	}
 	return req
 }
@@ -144,6 +144,9 @@ func deviceOf(c *Context) (mount.Device, error) {
 	major, err1 := strconv.ParseUint(ev.Get("MAJOR"), 10, 32)
 	minor, err2 := strconv.ParseUint(ev.Get("MINOR"), 10, 32)
 	if err1 != nil || err2 != nil {
+		if ev.Action == "remove" {
+			return dev, nil // a remove made up by a resync: its devpath finds the mount
+		}
 		return mount.Device{}, fmt.Errorf("%s: %w", ev.DevPath, errDeviceNumber)
 	}
 	dev.Major, dev.Minor = uint32(major), uint32(minor)

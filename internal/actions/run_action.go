@@ -19,12 +19,8 @@ type runAction struct {
 func newRun(a rules.Action, deps *Deps) (Action, error) {
 	spec := a.(*rules.RunSpec)
 	act := &runAction{spec: spec, deps: deps}
-	if u := spec.User; u != nil {
-		cred, err := run.LookupCredential(u.Name, u.UID, u.GID)
-		if err != nil {
-			return nil, err
-		}
-		act.user = cred
+	if spec.User != nil {
+		act.user = run.NewCredential(spec.User)
 	}
 	return act, nil
 }

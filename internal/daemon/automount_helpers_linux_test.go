@@ -376,6 +376,8 @@ type amConfig struct {
 	// actions are extra YAML lines of the rule's action list, after the
 	// mount, indented by six spaces.
 	actions []string
+	// group is settings.control.group.
+	group string
 }
 
 // amRuleName is the name of the test rules' automount rule.
@@ -384,13 +386,14 @@ const amRuleName = "automount-test"
 // rules renders the rules file. The match names the test's own loop
 // devices, so no other block device of the machine is ever touched.
 func (c amConfig) rules(root, stateDir string) string {
-	var scope []string
+	scope := []string{"false"} // no disk: the rule matches nothing
 	for _, d := range c.disks {
 		scope = append(scope, "devpath startsWith "+strconv.Quote("/devices/virtual/block/"+d.name+"/"))
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "settings:\n  source: kernel\n  coldplug: %t\n  mount_root: %s\n  state_dir: %s\n",
 		c.coldplug, strconv.Quote(root), strconv.Quote(stateDir))
+	fmt.Fprintf(&b, "  control: {socket: %s, group: %s}\n", strconv.Quote(filepath.Join(filepath.Dir(stateDir), "control")), strconv.Quote(c.group))
 	fmt.Fprintf(&b, "rules:\n  - name: %s\n    match: >\n", amRuleName)
 	fmt.Fprintf(&b, "      action == \"add\" && subsystem == \"block\" && fs.usage == \"filesystem\"\n")
 	fmt.Fprintf(&b, "      && (%s)\n", strings.Join(scope, " || "))
@@ -408,6 +411,7 @@ type amDaemon struct {
 	rules    string // the rules file
 	root     string // mount_root
 	stateDir string // state_dir
+	socket   string // the control socket
 
 	cmd  *exec.Cmd
 	log  *amLog
@@ -425,6 +429,7 @@ func amStart(t testing.TB, bin string, cfg amConfig) *amDaemon {
 		rules:    filepath.Join(dir, "rules.yaml"),
 		root:     filepath.Join(dir, "media"),
 		stateDir: filepath.Join(dir, "state"),
+		socket:   filepath.Join(dir, "control"),
 	}
 	if err := os.WriteFile(d.rules, []byte(cfg.rules(d.root, d.stateDir)), 0o600); err != nil {
 		t.Fatal(err)

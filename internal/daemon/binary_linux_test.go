@@ -198,6 +198,9 @@ func writeRules(t tb, path string, settings string, rules ...rule) {
 		b.WriteString("  coldplug: false\n")
 	}
 	fmt.Fprintf(&b, "  state_dir: %s\n  mount_root: %s\n", jsonString(filepath.Join(dir, "state")), jsonString(filepath.Join(dir, "media")))
+	if !strings.Contains(settings, "control:") {
+		fmt.Fprintf(&b, "  control: {socket: %s}\n", jsonString(filepath.Join(dir, "control")))
+	}
 	for line := range strings.SplitSeq(strings.TrimSpace(settings), "\n") {
 		if line = strings.TrimSpace(line); line != "" {
 			b.WriteString("  " + line + "\n")

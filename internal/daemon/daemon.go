@@ -16,9 +16,12 @@ import (
 	"github.com/hotplugd/hotplugd/internal/actions/mount"
 	"github.com/hotplugd/hotplugd/internal/actions/notify"
 	"github.com/hotplugd/hotplugd/internal/actions/run"
+	"github.com/hotplugd/hotplugd/internal/actions/scope"
+	"github.com/hotplugd/hotplugd/internal/control"
 	"github.com/hotplugd/hotplugd/internal/device"
 	"github.com/hotplugd/hotplugd/internal/host"
 	"github.com/hotplugd/hotplugd/internal/listener"
+	"github.com/hotplugd/hotplugd/internal/metrics"
 	"github.com/hotplugd/hotplugd/internal/ratelimit"
 	"github.com/hotplugd/hotplugd/internal/rules"
 	"github.com/hotplugd/hotplugd/internal/uevent"
@@ -36,6 +39,8 @@ type Config struct {
 	Logger   *slog.Logger
 	// Level is the logger's level; log_level sets it on start and reload.
 	Level *slog.LevelVar
+	// Version is the daemon's version, for status and metrics.
+	Version string
 
 	// openSource opens what events come from; nil opens the netlink
 	// listener of the rules' source. Tests pass their own.
@@ -81,6 +86,7 @@ type ruleState struct {
 	rs      *rules.RuleSet
 	acts    *actions.Set
 	readsFS bool // some match reads fs.*: probe block devices on add
+	mounts  bool // some rule mounts
 }
 
 type daemon struct {
@@ -94,6 +100,13 @@ type daemon struct {
 	state    atomic.Pointer[ruleState]
 	errLog   ratelimit.Keyed
 	inflight inflight
+	metrics  *metrics.Registry
+	control  *control.Server
+	extra    *exposition // metrics on TCP and in a textfile, when set
+
+	startedAt time.Time
+	reloadMu  sync.Mutex // one load of the rules file at a time
+	config    atomic.Pointer[control.ConfigStatus]
 
 	// actx is the context of running actions; it outlives intake so
 	// SIGTERM can let them finish.
@@ -134,6 +147,8 @@ func newDaemon(cfg Config) (_ *daemon, err error) {
 	d := &daemon{cfg: cfg, log: cfg.Logger, sd: notifier{log: cfg.Logger}, present: make(map[string]string),
 		errLog: ratelimit.Keyed{Period: time.Minute, Burst: 3}}
 	d.matched.New = func() any { return new([]*rules.Rule) }
+	d.startedAt = time.Now()
+	d.metrics = metrics.New(cfg.Version)
 	defer func() {
 		if err != nil {
 			d.close()
@@ -143,6 +158,7 @@ func newDaemon(cfg Config) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	d.noteLoad(nil)
 	settings := st.rs.Settings
 	cfg.Level.Set(settings.LogLevel)
 	checkMountNamespace(d.log, cfg.Roots)
@@ -160,13 +176,34 @@ func newDaemon(cfg Config) (_ *daemon, err error) {
 		return nil, err
 	}
 	d.state.Store(st)
+	d.registerMetrics()
+	if d.control, err = d.listenControl(settings.Control); err != nil {
+		return nil, err
+	}
 	return d, nil
+}
+
+// listenControl makes the control socket. One a live daemon answers on
+// is an error; as an ordinary user, who cannot make /run/hotplugd, the
+// daemon goes on without one.
+func (d *daemon) listenControl(c rules.ControlSettings) (*control.Server, error) {
+	srv, err := control.Listen(control.Config{Socket: c.Socket, Group: c.GID, Handlers: controlHandlers{d}, Log: d.log})
+	switch {
+	case err == nil:
+		return srv, nil
+	case errors.Is(err, control.ErrLive) || os.Geteuid() == 0:
+		return nil, err
+	}
+	d.log.Warn("no control socket", "err", err)
+	return nil, nil
 }
 
 // newDeps makes the actions' executors. Mounting needs root; as another
 // user everything else works for what that user may do.
 func newDeps(s rules.Settings, roots host.Roots, log *slog.Logger) *actions.Deps {
-	deps := &actions.Deps{Log: log, Runner: &run.Runner{Log: log}, Notifier: notify.NewNotifier(notify.NotifierConfig{Log: log})}
+	scopes := scope.New(roots, log)
+	deps := &actions.Deps{Log: log, Runner: &run.Runner{Log: log},
+		Notifier: notify.NewNotifier(notify.NotifierConfig{Log: log, Scopes: scopes})}
 	if uid := os.Geteuid(); uid != 0 {
 		deps.MountErr = fmt.Errorf("hotplugd runs as uid %d, and mounting needs root", uid)
 	} else {
@@ -175,6 +212,7 @@ func newDeps(s rules.Settings, roots host.Roots, log *slog.Logger) *actions.Deps
 			StatePath: filepath.Join(s.StateDir, "mounts.json"),
 			Roots:     roots,
 			Logger:    log,
+			Scopes:    scopes,
 		})
 	}
 	if deps.MountErr != nil && !errors.Is(deps.MountErr, mount.ErrLocked) {
@@ -196,6 +234,11 @@ func (d *daemon) close() {
 	}
 	if d.devs != nil {
 		d.devs.Close()
+	}
+	if d.control != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		d.control.Close(ctx)
+		cancel()
 	}
 	if d.src != nil {
 		d.src.Close()
@@ -220,6 +263,11 @@ func (d *daemon) load(old *ruleState) (*ruleState, error) {
 	}
 	rs.SetLogger(d.log)
 	st := &ruleState{rs: rs, readsFS: rs.ReadsFS()}
+	for _, r := range rs.Rules {
+		for _, a := range r.Actions {
+			st.mounts = st.mounts || a.Kind() == "mount"
+		}
+	}
 	if old != nil {
 		if st.acts, err = actions.Build(rs, d.deps); err != nil {
 			return nil, err
@@ -232,23 +280,44 @@ func (d *daemon) load(old *ruleState) (*ruleState, error) {
 	return st, nil
 }
 
-// reload is SIGHUP: a bad file keeps the old rules in force.
-func (d *daemon) reload() {
+// reload is SIGHUP and `hotplugd reload`: a bad file keeps the old rules
+// in force.
+func (d *daemon) reload() (*ruleState, error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	d.sd.reloading()
 	st, err := d.load(d.state.Load())
+	d.noteLoad(err)
 	if err != nil {
 		first, _, _ := strings.Cut(err.Error(), "\n")
 		d.setLastErr("reload failed: " + first)
 		d.log.Error("reload failed; the previous rules stay in force", "file", d.cfg.RulesPath, "err", err)
 		d.sd.ready(d.status())
-		return
+		return nil, err
 	}
 	d.state.Store(st)
 	d.cfg.Level.Set(st.rs.Settings.LogLevel)
 	d.setLastErr("")
 	d.log.Info("rules reloaded", "file", st.rs.File, "rules", len(st.rs.Rules))
 	d.sd.ready(d.status())
+	return st, nil
 }
+
+// noteLoad records the outcome of a load of the rules file.
+func (d *daemon) noteLoad(err error) {
+	c := control.ConfigStatus{Path: d.cfg.RulesPath, ReloadOK: err == nil}
+	if old := d.config.Load(); old != nil {
+		c.LoadedAt = old.LoadedAt
+	}
+	if err == nil {
+		c.LoadedAt = time.Now()
+	} else {
+		c.Error = err.Error()
+	}
+	d.config.Store(&c)
+}
+
+func (d *daemon) configStatus() control.ConfigStatus { return *d.config.Load() }
 
 func (d *daemon) setLastErr(s string) {
 	d.mu.Lock()

@@ -16,11 +16,18 @@ import (
 // per device.
 func (d *daemon) handle(ctx context.Context, ev *uevent.Event) {
 	defer d.handled.Add(1)
+	d.metrics.EventHandled(ev.Subsystem, ev.Action)
 	if ev.Source == uevent.SourceColdplug {
 		defer d.coldplugDone()
 	}
 	d.notePresence(ev)
 	st := d.state.Load()
+	media := mediaChange(ev)
+	if media {
+		d.mediaGone(ev)
+		defer d.mediaArrived(ctx, ev) // after this event's own rules
+	}
+	d.pollMedia(ev, st)
 	dev := d.devs.For(ctx, *ev)
 	defer dev.Done()
 	if d.log.Enabled(ctx, slog.LevelDebug) { // its arguments cost allocations on every event
@@ -50,32 +57,42 @@ type eventObserver struct {
 
 func (o eventObserver) Matched(r *rules.Rule) {
 	ev := o.ev
+	o.d.metrics.Rule(r.Name).Matched(time.Now())
 	o.d.log.Info("rule matched", "rule", r.Name, "action", ev.Action, "devpath", ev.DevPath,
 		"devname", ev.DevName, "seqnum", ev.Seqnum, "source", ev.Source)
 }
 
 func (o eventObserver) Did(r *rules.Rule, st actions.Step, err error) {
-	if r == nil { // the unmount of a removed device
+	if r == nil { // the unmount of a removed device: only its failure counts as an action's
+		result := "ok"
 		if err != nil {
-			o.d.finish(o.ev, "(removal)", st.Kind, err)
+			result = o.d.finish(o.ev, removalRule, st.Kind, err)
 		}
+		o.d.metrics.Rule(removalRule).Action(st.Kind, result, st.Duration)
 		return
 	}
-	o.d.finish(o.ev, r.Name, st.Kind, err)
+	o.d.metrics.Rule(r.Name).Action(st.Kind, o.d.finish(o.ev, r.Name, st.Kind, err), st.Duration)
 }
+
+// removalRule names, in logs and metrics, the unmount that follows the
+// removal of a block device whatever the rules say.
+const removalRule = "(removal)"
 
 func (o eventObserver) Ended(r *rules.Rule, left int) {
 	o.d.log.Info("later actions of the rule not run", "rule", r.Name, "devpath", o.ev.DevPath, "skipped", left)
 }
 
-// finish counts and logs the outcome of one action.
-func (d *daemon) finish(ev *uevent.Event, rule, kind string, err error) {
+// finish counts and logs the outcome of one action, and says what it
+// was: ok, skipped or failed.
+func (d *daemon) finish(ev *uevent.Event, rule, kind string, err error) string {
 	switch {
 	case err == nil:
 		d.actionsOK.Add(1)
+		return "ok"
 	case errors.Is(err, actions.ErrSkipped):
 		d.actionsOK.Add(1)
 		d.log.Info("action skipped", "rule", rule, "action", kind, "devpath", ev.DevPath, "reason", err)
+		return "skipped"
 	default:
 		d.actionsFailed.Add(1)
 		d.setLastErr(fmt.Sprintf("%s: %s: %v", rule, kind, err))
@@ -83,5 +100,6 @@ func (d *daemon) finish(ev *uevent.Event, rule, kind string, err error) {
 			d.log.Error("action failed", "rule", rule, "action", kind, "devpath", ev.DevPath,
 				"err", err, "suppressed", suppressed)
 		}
+		return "failed"
 	}
 }

@@ -49,6 +49,7 @@ func TestBinaryNonRoot(t *testing.T) {
   coldplug: false
   state_dir: %[1]s/state
   mount_root: %[1]s/media
+  control: {socket: %[1]s/control}
 rules:
   - name: as-nobody
     match: %[2]s

@@ -61,6 +61,7 @@ func TestBinaryWebhook(t *testing.T) {
   coldplug: false
   state_dir: %[1]s/state
   mount_root: %[1]s/media
+  control: {socket: %[1]s/control}
 rules:
   - name: lo-hook
     match: %[2]s

@@ -21,6 +21,7 @@ import (
 	"github.com/hotplugd/hotplugd/internal/looptest"
 	"github.com/hotplugd/hotplugd/internal/rules"
 	"github.com/hotplugd/hotplugd/internal/uevent"
+	"golang.org/x/sys/unix"
 )
 
 // fakeSource is an event source a test feeds: what the netlink listener
@@ -104,6 +105,9 @@ func startSeam(t *testing.T, rulesYAML string, mod func(*Config)) *seam {
 	t.Cleanup(func() {
 		s.stop(t)
 		d.close()
+		for _, mi := range amMountsUnder(t, filepath.Join(s.dir, "media")) {
+			unix.Unmount(mi.Mountpoint, unix.MNT_DETACH)
+		}
 	})
 	return s
 }
@@ -113,7 +117,7 @@ func startSeam(t *testing.T, rulesYAML string, mod func(*Config)) *seam {
 func (s *seam) writeRules(t *testing.T, yaml string) {
 	t.Helper()
 	yaml = "settings:\n  state_dir: " + filepath.Join(s.dir, "state") + "\n  mount_root: " + filepath.Join(s.dir, "media") +
-		"\n" + strings.ReplaceAll(yaml, "{{dir}}", s.dir)
+		"\n  control: {socket: " + filepath.Join(s.dir, "control") + "}\n" + strings.ReplaceAll(yaml, "{{dir}}", s.dir)
 	if err := os.WriteFile(s.rules, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -273,6 +277,9 @@ rules:
 `, func(c *Config) { c.Roots.Sys = sys })
 	s.send(t, "add", "/devices/virtual/block/gone", "block", 7)
 	s.send(t, "add", "/module/usb_storage", "module", 8)
+	if !(controlHandlers{s.d}).Settle(t.Context(), 10*time.Second).Settled { // heard of, then lost
+		t.Fatal("the daemon did not settle")
+	}
 	addDevice(t, sys, "devices/virtual/net/new0", "net", "INTERFACE=new0\nIFINDEX=9\n")
 	overrun(t, s)
 	if got := waitContent(t, filepath.Join(s.dir, "gone")); got != "remove\n" {

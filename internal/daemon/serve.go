@@ -57,6 +57,14 @@ func (d *daemon) start(ctx context.Context) *serving {
 		d.coldplugLeft.Store(1)
 		s.bg.Go(func() { d.coldplug(s.intake) })
 	}
+	if d.control != nil {
+		s.bg.Go(func() {
+			if err := d.control.Serve(); err != nil {
+				d.log.Error("control socket", "err", err)
+			}
+		})
+	}
+	d.extra = d.startExposition(settings.Metrics)
 	d.log.Info("hotplugd running", "rules", len(st.rs.Rules), "file", st.rs.File, "source", d.src.Source(),
 		"workers", settings.Workers, "coldplug", settings.Coldplug)
 	d.sd.ready(d.status())
@@ -146,6 +154,12 @@ func (d *daemon) shutdown(s *serving) {
 		d.log.Warn("stop deadline passed: killing running actions")
 		s.killActs()
 		<-closed
+	}
+	d.extra.close()
+	if d.control != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		d.control.Close(ctx) // Serve returns; the socket file goes
+		cancel()
 	}
 	s.bg.Wait()
 	s.stopWake()

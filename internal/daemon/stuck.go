@@ -67,6 +67,13 @@ func actionTimeout(a rules.Action) time.Duration {
 	return 0 // notify hands over and returns
 }
 
+// running counts the events whose actions run now.
+func (f *inflight) running() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.deadline)
+}
+
 // stuck counts the events past their deadline.
 func (f *inflight) stuck(now time.Time) int {
 	f.mu.Lock()
@@ -87,11 +94,7 @@ func (d *daemon) trouble() string {
 	if n := d.inflight.stuck(time.Now()); n > 0 {
 		s += fmt.Sprintf("; %d %s stuck past their deadline", n, plural(n, "worker", "workers"))
 	}
-	left := d.devs.Stats().ProbesLeftBehind
-	if d.deps != nil && d.deps.Runner != nil {
-		left += d.deps.Runner.Leaked()
-	}
-	if left > 0 {
+	if left := d.leftBehind(); left > 0 {
 		s += fmt.Sprintf("; %d %s left behind, alive after SIGKILL", left, plural(int(left), "process", "processes"))
 	}
 	return s

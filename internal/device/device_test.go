@@ -624,7 +624,9 @@ func TestFSProbeCancelled(t *testing.T) {
 
 func TestFSProbeError(t *testing.T) {
 	m := newManager(t, Config{})
-	m.probe = func(context.Context, string) (uevent.FS, uevent.Partition, error) { return uevent.FS{Type: "junk"}, uevent.Partition{}, errors.New("boom") }
+	m.probe = func(context.Context, string) (uevent.FS, uevent.Partition, error) {
+		return uevent.FS{Type: "junk"}, uevent.Partition{}, errors.New("boom")
+	}
 	d := m.For(context.Background(), event(t, "add", sdb1Path, "DEVNAME=sdb1"))
 	if got := d.FS(); got != (uevent.FS{}) {
 		t.Errorf("FS() after a failed probe = %+v, want zero", got)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"os/user"
@@ -19,6 +20,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/hotplugd/hotplugd/internal/account"
 	"github.com/hotplugd/hotplugd/internal/ratelimit"
 )
 
@@ -57,21 +59,10 @@ func Parse(name string, data []byte) (*RuleSet, error) {
 // userLookup resolves a user name (or numeric id); tests replace it.
 type userLookup func(name string) (*User, error)
 
-func lookupUser(name string) (*User, error) {
-	u, err := user.Lookup(name)
-	if err != nil && name != "" && strings.Trim(name, "0123456789") == "" {
-		u, err = user.LookupId(name)
-	}
-	if err != nil {
-		return nil, err
-	}
-	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
-	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
-	if err1 != nil || err2 != nil {
-		return nil, fmt.Errorf("user %q has non-numeric ids %s:%s", name, u.Uid, u.Gid)
-	}
-	return &User{Name: u.Username, UID: uint32(uid), GID: uint32(gid)}, nil
-}
+// lookupUser resolves a user, groups and home included, when the rules
+// load: nothing is looked up per event, and check reports what the
+// daemon would meet.
+func lookupUser(name string) (*User, error) { return account.Lookup(name) }
 
 func parse(name string, data []byte, lookup userLookup) (*RuleSet, error) {
 	l := &loader{file: name, lookup: lookup, users: map[string]userResult{}}
@@ -344,14 +335,15 @@ func (l *loader) user(n *yaml.Node, what string) *User {
 	var unknownID user.UnknownUserIdError
 	switch {
 	case errors.As(r.err, &unknown) || errors.As(r.err, &unknownID):
-		l.errAt(n, "%s: unknown user %q", what, name)
+		l.errAt(n, "%s: unknown user %q: not in %s", what, name, account.Database)
 	case r.err != nil:
 		l.errAt(n, "%s: looking up user %q: %v", what, name, r.err)
 	}
 	return r.u
 }
 
-var settingKeys = []string{"source", "coldplug", "workers", "action_timeout", "mount_root", "state_dir", "log_level"}
+var settingKeys = []string{"source", "coldplug", "workers", "action_timeout", "mount_root", "state_dir", "log_level",
+	"control", "metrics"}
 
 func (l *loader) loadSettings(n *yaml.Node) Settings {
 	s := DefaultSettings()
@@ -407,7 +399,79 @@ func (l *loader) loadSettings(n *yaml.Node) Settings {
 			}
 		}
 	}
+	if v, ok := f["control"]; ok {
+		s.Control = l.loadControl(v.val, s.Control)
+	}
+	if v, ok := f["metrics"]; ok {
+		s.Metrics = l.loadMetrics(v.val, s.Metrics)
+	}
 	return s
+}
+
+// loadControl reads settings.control: the socket's path and the group
+// that may read the daemon's state through it.
+func (l *loader) loadControl(n *yaml.Node, c ControlSettings) ControlSettings {
+	f := l.fields(n, "control", "socket", "group")
+	if v, ok := f["socket"]; ok {
+		if p, ok := l.dir(v.val, "control.socket"); ok {
+			c.Socket = p
+		}
+	}
+	if v, ok := f["group"]; ok {
+		if name, ok := l.str(v.val, "control.group"); ok && name != "" {
+			g, err := lookupGroup(name)
+			if err != nil {
+				l.errAt(v.val, "control.group: %v", err)
+			} else {
+				c.Group, c.GID = name, g
+			}
+		}
+	}
+	return c
+}
+
+// loadMetrics reads settings.metrics: a TCP address to serve /metrics on
+// and a textfile for node_exporter, written every interval.
+func (l *loader) loadMetrics(n *yaml.Node, m MetricsSettings) MetricsSettings {
+	f := l.fields(n, "metrics", "listen", "textfile", "interval")
+	if v, ok := f["listen"]; ok {
+		if a, ok := l.str(v.val, "metrics.listen"); ok && a != "" {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				l.errAt(v.val, "metrics.listen %q: want host:port, like 127.0.0.1:9661 (%v)", a, err)
+			} else {
+				m.Listen = a
+			}
+		}
+	}
+	if v, ok := f["textfile"]; ok {
+		if p, ok := l.str(v.val, "metrics.textfile"); ok && p != "" {
+			if p, ok := l.dir(v.val, "metrics.textfile"); ok {
+				m.Textfile = p
+			}
+		}
+	}
+	if v, ok := f["interval"]; ok {
+		if d, ok := l.duration(v.val, "metrics.interval"); ok {
+			m.Interval = d
+		}
+	}
+	return m
+}
+
+// lookupGroup resolves a group name (or a number) to its gid.
+func lookupGroup(name string) (int, error) {
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		if n, nerr := strconv.Atoi(name); nerr == nil && n >= 0 {
+			return n, nil
+		}
+		var unknown user.UnknownGroupError
+		if errors.As(err, &unknown) {
+			return 0, fmt.Errorf("unknown group %q", name)
+		}
+		return 0, fmt.Errorf("looking up group %q: %w", name, err)
+	}
+	return strconv.Atoi(g.Gid)
 }
 
 // dir checks a directory setting: absolute, clean and not "/".
@@ -480,26 +544,8 @@ func (l *loader) loadRule(n *yaml.Node, seen map[string]int) *Rule {
 	f = l.fields(n, "rule", "name", "match", "actions", "continue")
 	if v, ok := f["match"]; !ok {
 		l.errAt(n, "rule has no match")
-	} else if src, ok := l.str(v.val, "match"); ok {
-		r.Match = src
-		c, probs := compile(src, modeMatch)
-		for _, p := range probs {
-			l.errPos(l.scalarPos(v.val, runeToByte(src, p.off)), "match: %s", p.msg)
-		}
-		if len(probs) == 0 {
-			r.prog, r.needs, r.filter = c.prog, c.needs, c.filter
-			for _, f := range []struct {
-				name string
-				set  []string
-			}{{"action", c.filter.actions}, {"subsystem", c.filter.subsystems}} {
-				if f.set != nil && len(f.set) == 0 {
-					l.errAt(v.val, "match: can never be true: its conditions on %s exclude each other", f.name)
-				}
-			}
-			if c.readMount >= 0 {
-				l.errPos(l.scalarPos(v.val, runeToByte(src, c.readMount)), "match: mount.path is only known in actions, after a mount")
-			}
-		}
+	} else {
+		l.loadMatch(r, v.val)
 	}
 	if v, ok := f["continue"]; ok {
 		if b, ok := l.boolean(v.val, "continue"); ok {
@@ -507,28 +553,64 @@ func (l *loader) loadRule(n *yaml.Node, seen map[string]int) *Rule {
 		}
 	}
 	if v, ok := f["actions"]; ok {
-		mounted := false // an earlier action sets mount.path
-		for i, item := range l.seq(v.val, "actions") {
-			l.mountReads = l.mountReads[:0]
-			a := l.loadAction(item, i)
-			if !mounted {
-				for _, p := range l.mountReads {
-					l.errPos(p, "mount.path is empty here: only a mount or unmount action earlier in the rule sets it")
-				}
-			}
-			if a == nil {
-				continue
-			}
-			r.Actions = append(r.Actions, a)
-			if k := a.Kind(); k == "mount" || k == "unmount" {
-				mounted = true
-			}
-		}
+		r.Actions = l.loadActions(v.val)
 	}
 	if len(l.errs) > before {
 		return nil
 	}
 	return r
+}
+
+// loadMatch compiles a rule's match into r, with the problems positioned.
+func (l *loader) loadMatch(r *Rule, v *yaml.Node) {
+	src, ok := l.str(v, "match")
+	if !ok {
+		return
+	}
+	r.Match = src
+	c, probs := compile(src, modeMatch)
+	for _, p := range probs {
+		l.errPos(l.scalarPos(v, runeToByte(src, p.off)), "match: %s", p.msg)
+	}
+	if len(probs) > 0 {
+		return
+	}
+	r.prog, r.needs, r.filter = c.prog, c.needs, c.filter
+	for _, f := range []struct {
+		name string
+		set  []string
+	}{{"action", c.filter.actions}, {"subsystem", c.filter.subsystems}} {
+		if f.set != nil && len(f.set) == 0 {
+			l.errAt(v, "match: can never be true: its conditions on %s exclude each other", f.name)
+		}
+	}
+	if c.readMount >= 0 {
+		l.errPos(l.scalarPos(v, runeToByte(src, c.readMount)), "match: mount.path is only known in actions, after a mount")
+	}
+}
+
+// loadActions reads a rule's action list; a template may read mount.path
+// only after a mount or unmount.
+func (l *loader) loadActions(v *yaml.Node) []Action {
+	var out []Action
+	mounted := false // an earlier action sets mount.path
+	for i, item := range l.seq(v, "actions") {
+		l.mountReads = l.mountReads[:0]
+		a := l.loadAction(item, i)
+		if !mounted {
+			for _, p := range l.mountReads {
+				l.errPos(p, "mount.path is empty here: only a mount or unmount action earlier in the rule sets it")
+			}
+		}
+		if a == nil {
+			continue
+		}
+		out = append(out, a)
+		if k := a.Kind(); k == "mount" || k == "unmount" {
+			mounted = true
+		}
+	}
+	return out
 }
 
 var actionKinds = "run, mount, unmount or notify"

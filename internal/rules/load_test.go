@@ -13,6 +13,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"os/user"
+
+	"github.com/hotplugd/hotplugd/internal/account"
 )
 
 // fakeUsers resolves the users the tests name without /etc/passwd.
@@ -278,8 +280,8 @@ var parseErrorTests = []struct {
 		"unknown user",
 		"rules:\n  - name: a\n    match: 'true'\n    actions:\n      - run: {argv: [/bin/true], user: mallory}\n      - mount: {owner: nobody2}\n",
 		[]string{
-			`t.yaml:5:40: rule "a": user: unknown user "mallory"`,
-			`t.yaml:6:24: rule "a": owner: unknown user "nobody2"`,
+			`t.yaml:5:40: rule "a": user: unknown user "mallory": not in ` + account.Database,
+			`t.yaml:6:24: rule "a": owner: unknown user "nobody2": not in ` + account.Database,
 		},
 	},
 	{
@@ -366,7 +368,7 @@ var parseErrorTests = []struct {
 			`t.yaml:5:15: mount_root must be an absolute path, not "media"`,
 			`t.yaml:6:14: state_dir "/run/../tmp" is not a clean path (did you mean "/tmp"?)`,
 			`t.yaml:7:14: log_level must be debug, info, warn or error, not "verbose"`,
-			`t.yaml:8:3: unknown key "logfile" in settings (want source, coldplug, workers, action_timeout, mount_root, state_dir, log_level)`,
+			`t.yaml:8:3: unknown key "logfile" in settings (want source, coldplug, workers, action_timeout, mount_root, state_dir, log_level, control, metrics)`,
 		},
 	},
 	{
@@ -540,6 +542,8 @@ func TestParseDesign(t *testing.T) {
 		Settings: Settings{
 			Source: "udev", Coldplug: false, Workers: 4, ActionTimeout: time.Minute,
 			MountRoot: "/run/media", StateDir: "/var/lib/hotplugd", LogLevel: slog.LevelDebug,
+			Control: ControlSettings{Socket: "/run/hotplugd/control", GID: -1},
+			Metrics: MetricsSettings{Interval: 15 * time.Second},
 		},
 		Rules: []*Rule{
 			{
@@ -735,8 +739,8 @@ func TestLookupUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := rs.Rules[0].Actions[0].(*RunSpec).User; got == nil || got.UID != 0 {
-		t.Errorf("user = %+v", got)
+	if got := rs.Rules[0].Actions[0].(*RunSpec).User; got == nil || got.UID != 0 || got.Home != "/root" || len(got.Groups) == 0 {
+		t.Errorf("user = %+v, want root with its home and groups", got)
 	}
 }
 
@@ -769,5 +773,31 @@ func TestKinds(t *testing.T) {
 	}
 	if p.String() != "f:1:2" {
 		t.Errorf("Pos.String() = %q", p.String())
+	}
+}
+
+func TestParseControlMetrics(t *testing.T) {
+	rs := mustParse(t, "settings:\n  control: {socket: /run/hotplugd/ctl, group: root}\n"+
+		"  metrics: {listen: \"127.0.0.1:9661\", textfile: /var/lib/node_exporter/hotplugd.prom, interval: 30s}\nrules: []\n")
+	want := Settings{Control: ControlSettings{Socket: "/run/hotplugd/ctl", Group: "root", GID: 0},
+		Metrics: MetricsSettings{Listen: "127.0.0.1:9661", Textfile: "/var/lib/node_exporter/hotplugd.prom", Interval: 30 * time.Second}}
+	if diff := cmp.Diff(want.Control, rs.Settings.Control); diff != "" {
+		t.Errorf("control (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want.Metrics, rs.Settings.Metrics); diff != "" {
+		t.Errorf("metrics (-want +got):\n%s", diff)
+	}
+	_, err := Parse("t.yaml", []byte("settings:\n  control: {socket: run/ctl, group: no-such-group-here, mode: 1}\n"+
+		"  metrics: {listen: 9661, interval: soon}\nrules: []\n"))
+	for _, want := range []string{
+		`t.yaml:2:21: control.socket must be an absolute path, not "run/ctl"`,
+		`t.yaml:2:37: control.group: unknown group "no-such-group-here"`,
+		`t.yaml:2:57: unknown key "mode" in control (want socket, group)`,
+		`t.yaml:3:21: metrics.listen "9661": want host:port`,
+		`t.yaml:3:37: metrics.interval`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("errors lack %q:\n%v", want, err)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/expr-lang/expr/vm"
 
+	"github.com/hotplugd/hotplugd/internal/account"
 	"github.com/hotplugd/hotplugd/internal/ratelimit"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
@@ -51,6 +52,22 @@ type Settings struct {
 	MountRoot     string        // where automatic mount points are created
 	StateDir      string        // where mounts.json lives
 	LogLevel      slog.Level
+	Control       ControlSettings
+	Metrics       MetricsSettings
+}
+
+// ControlSettings are settings.control.
+type ControlSettings struct {
+	Socket string // the control socket's path
+	Group  string // may read the daemon's state; "" for root only
+	GID    int    // Group's gid; -1 without one
+}
+
+// MetricsSettings are settings.metrics.
+type MetricsSettings struct {
+	Listen   string        // host:port to serve /metrics on; "" for none
+	Textfile string        // file written for node_exporter; "" for none
+	Interval time.Duration // how often Textfile is written
 }
 
 // DefaultSettings returns the settings of a file that sets none.
@@ -63,6 +80,8 @@ func DefaultSettings() Settings {
 		MountRoot:     "/media",
 		StateDir:      "/run/hotplugd",
 		LogLevel:      slog.LevelInfo,
+		Control:       ControlSettings{Socket: "/run/hotplugd/control", GID: -1},
+		Metrics:       MetricsSettings{Interval: 15 * time.Second},
 	}
 }
 
@@ -111,12 +130,8 @@ type Action interface {
 	Position() Pos
 }
 
-// User is a resolved user account.
-type User struct {
-	Name string
-	UID  uint32
-	GID  uint32 // primary group
-}
+// User is a resolved user account: ids, home and groups.
+type User = account.User
 
 // RunSpec runs a program directly, without a shell.
 type RunSpec struct {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -338,12 +339,19 @@ func knownAction(a string) bool {
 	return false
 }
 
-// checkDevPath accepts a kobject path under /devices, /module or /bus
-// (driver kobjects) with no empty, "." or ".." segment. Later stages join
-// it to the sysfs root, so it must not be able to leave it.
+// kobjectTops are sysfs's top-level directories, under which the kernel
+// has kobjects that send events: devices, but also modules (/module),
+// drivers (/bus/usb/drivers/usb-storage) and classes (/class/scsi_host
+// when scsi_mod loads).
+var kobjectTops = []string{"devices", "module", "bus", "class", "block", "firmware", "fs", "kernel", "power", "hypervisor"}
+
+// checkDevPath accepts a kobject path under one of kobjectTops with no
+// empty, "." or ".." segment. Later stages join it to the sysfs root, so
+// it must not be able to leave it.
 func checkDevPath(p string) error {
-	if !strings.HasPrefix(p, "/devices/") && !strings.HasPrefix(p, "/module/") && !strings.HasPrefix(p, "/bus/") {
-		return fmt.Errorf("%w: %q not under /devices, /module or /bus", ErrBadDevPath, p)
+	top, _, _ := strings.Cut(strings.TrimPrefix(p, "/"), "/")
+	if !strings.HasPrefix(p, "/") || !slices.Contains(kobjectTops, top) {
+		return fmt.Errorf("%w: %q not under a sysfs kobject directory (/devices, /module, /bus, /class, ...)", ErrBadDevPath, p)
 	}
 	if !cleanSegments(p[1:]) {
 		return fmt.Errorf("%w: %q", ErrBadDevPath, p)

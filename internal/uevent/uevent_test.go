@@ -221,7 +221,8 @@ func TestParseRejects(t *testing.T) {
 		{"header devpath mismatch", kernelMsg("add@/devices/virtual/net/y", base...), ErrHeaderMismatch},
 		{"header without @", kernelMsg("add", base...), ErrBadHeader},
 		{"unknown action", kernelMsg("explode@/devices/virtual/net/x", "ACTION=explode", "DEVPATH=/devices/virtual/net/x", "SUBSYSTEM=net", "SEQNUM=1"), ErrUnknownAction},
-		{"devpath outside devices", kernelMsg("add@/etc/passwd", "ACTION=add", "DEVPATH=/etc/passwd", "SUBSYSTEM=net", "SEQNUM=1"), ErrBadDevPath},
+		{"devpath outside sysfs's kobjects", kernelMsg("add@/etc/passwd", "ACTION=add", "DEVPATH=/etc/passwd", "SUBSYSTEM=net", "SEQNUM=1"), ErrBadDevPath},
+		{"devpath a bare top", kernelMsg("add@/", "ACTION=add", "DEVPATH=/", "SUBSYSTEM=net", "SEQNUM=1"), ErrBadDevPath},
 		{"devpath with dotdot", kernelMsg("add@/devices/../etc", "ACTION=add", "DEVPATH=/devices/../etc", "SUBSYSTEM=net", "SEQNUM=1"), ErrBadDevPath},
 		{"devpath with dot", kernelMsg("add@/devices/./x", "ACTION=add", "DEVPATH=/devices/./x", "SUBSYSTEM=net", "SEQNUM=1"), ErrBadDevPath},
 		{"devpath with empty segment", kernelMsg("add@/devices//x", "ACTION=add", "DEVPATH=/devices//x", "SUBSYSTEM=net", "SEQNUM=1"), ErrBadDevPath},
@@ -277,6 +278,10 @@ func TestParseAccepts(t *testing.T) {
 		// in the kernel's format rather than captured.
 		{"module add", kernelMsg("add@/module/loop", "ACTION=add", "DEVPATH=/module/loop", "SUBSYSTEM=module", "SEQNUM=900"), "SUBSYSTEM", "module"},
 		{"driver bind", kernelMsg("add@/bus/usb/drivers/usb-storage", "ACTION=add", "DEVPATH=/bus/usb/drivers/usb-storage", "SUBSYSTEM=drivers", "SEQNUM=901"), "DEVPATH", "/bus/usb/drivers/usb-storage"},
+		// As Debian's kernel sends them when a USB stick makes scsi_mod
+		// and sd_mod load (seen in the real-machine suite).
+		{"scsi_host class add", kernelMsg("add@/class/scsi_host", "ACTION=add", "DEVPATH=/class/scsi_host", "SUBSYSTEM=class", "SEQNUM=1423"), "SUBSYSTEM", "class"},
+		{"scsi_disk class add", kernelMsg("add@/class/scsi_disk", "ACTION=add", "DEVPATH=/class/scsi_disk", "SUBSYSTEM=class", "SEQNUM=1431"), "DEVPATH", "/class/scsi_disk"},
 		{"exactly the property limit", kernelMsg("add@/devices/x", append([]string{"ACTION=add", "DEVPATH=/devices/x", "SUBSYSTEM=net", "SEQNUM=1"}, manyProps(MaxKernelProperties-4)...)...), "P0", "v"},
 	}
 	for _, tt := range tests {

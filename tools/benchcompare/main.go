@@ -1031,13 +1031,14 @@ settings:
   coldplug: false
   state_dir: %s
   mount_root: %s
+  control: {socket: %s}
 rules:
   - name: benchcompare
     match: action == "change" && subsystem == "net" && env.SYNTH_ARG_BC == %s
     actions:
       - run:
           argv: [%s, %s, %s]
-`, q(filepath.Join(dir, "state")), q(filepath.Join(dir, "media")), q(token), q(recorder), q(recordArg), q(recfile))
+`, q(filepath.Join(dir, "state")), q(filepath.Join(dir, "media")), q(filepath.Join(dir, "control")), q(token), q(recorder), q(recordArg), q(recfile))
 }
 
 func (b *bench) udevdPeer() peer {

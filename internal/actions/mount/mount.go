@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hotplugd/hotplugd/internal/actions/scope"
 	"github.com/hotplugd/hotplugd/internal/host"
 )
 
@@ -36,6 +37,7 @@ var (
 	ErrUnsafeStateDir    = errors.New("unsafe state directory")
 	ErrMountTimeout      = errors.New("mount deadline exceeded")
 	ErrNotMounted        = errors.New("not mounted by hotplugd")
+	ErrBusy              = errors.New("filesystem is in use")
 	ErrDeviceBusy        = errors.New("another mount or unmount of this device is in progress")
 	ErrForeignMount      = errors.New("a mount hotplugd did not make is in the way")
 	ErrPlanOnly          = errors.New("this mounter only plans (dry run)")
@@ -108,6 +110,9 @@ type Request struct {
 	// UID and GID own the files of filesystems without Unix ownership
 	// (vfat, exfat, ntfs, iso9660, udf); 0 (root) by default.
 	UID, GID uint32
+	// Owned: the rule named an owner, whose alone the files are then;
+	// without, they are root's and readable by all.
+	Owned bool
 }
 
 // Plan is what a mount would do, computed without creating or mounting
@@ -182,6 +187,9 @@ type Config struct {
 	HelperDirs []string      // where FUSE mount helpers are looked for (default DefaultHelperDirs)
 	Timeout    time.Duration // longest a mount or unmount may take (default 30s); a context deadline may shorten it
 	Logger     *slog.Logger  // default: discard
+	// Scopes starts FUSE mount helpers in scopes of their own under
+	// systemd; nil starts them in the daemon's cgroup.
+	Scopes *scope.Starter
 	// PlanOnly makes a Mounter for dry runs (`hotplugd test`), which must
 	// change nothing: NewMounter leaves an unreadable state file where it
 	// is, and Mount, Unmount and Reconcile refuse with ErrPlanOnly.

@@ -480,7 +480,7 @@ func (m *Mounter) record(ctx context.Context, dev Device, req Request, p Plan, p
 		m.log.Error("the mount state could not be saved: undoing the mount", "device", dev.Devnode, "path", path, "err", err)
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.Timeout)
 		defer cancel()
-		_, _, uerr := m.cleanup(ctx, key, entry, false)
+		_, _, uerr := m.cleanup(ctx, key, entry, detachIfBusy)
 		return Entry{}, fmt.Errorf("mount %s on %s: %w: %w", dev.Devnode, path, errStateNotSaved, errors.Join(err, uerr))
 	}
 	for _, ig := range p.Ignored {
@@ -501,7 +501,7 @@ func (m *Mounter) finishPending(ctx context.Context, dev Device) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 	defer cancel()
-	if _, _, err := m.cleanup(ctx, dev.DevNum(), e, false); err != nil {
+	if _, _, err := m.cleanup(ctx, dev.DevNum(), e, detachIfBusy); err != nil {
 		m.log.Warn("earlier mount point of the device not removed; forgetting it", "device", dev.Devnode, "err", err)
 		m.mu.Lock()
 		delete(m.entries, dev.DevNum())
@@ -602,7 +602,12 @@ func (m *Mounter) helperMount(ctx context.Context, dir *mountDir, dev Device, p 
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
-	runErr := cmd.Run()
+	// Its own scope: the FUSE daemon it leaves running must outlive a
+	// restart of hotplugd's service.
+	runErr := m.cfg.Scopes.Start(cmd, "hotplugd-mount", "system.slice", "hotplugd: FUSE filesystem on "+dev.Devnode)
+	if runErr == nil {
+		runErr = cmd.Wait()
+	}
 	if runErr == nil {
 		return nil
 	}
@@ -665,6 +670,20 @@ func (m *Mounter) verifyMounted(dir *mountDir, dev Device) error {
 // It returns an error wrapping ErrNotMounted when hotplugd has no mount of
 // dev, which is the common case on removal of a device it did not mount.
 func (m *Mounter) Unmount(ctx context.Context, dev Device) (UnmountResult, error) {
+	return m.unmount(ctx, dev, detachIfBusy)
+}
+
+// Eject is Unmount for `hotplugd eject`: a busy filesystem is not
+// detached but refused with ErrBusy (Holders says who holds it), unless
+// force, which detaches at once.
+func (m *Mounter) Eject(ctx context.Context, dev Device, force bool) (UnmountResult, error) {
+	if force {
+		return m.unmount(ctx, dev, detachNow)
+	}
+	return m.unmount(ctx, dev, failIfBusy)
+}
+
+func (m *Mounter) unmount(ctx context.Context, dev Device, mode busyMode) (UnmountResult, error) {
 	if m.cfg.PlanOnly {
 		return UnmountResult{}, fmt.Errorf("unmount %s: %w", describe(dev), ErrPlanOnly)
 	}
@@ -687,7 +706,7 @@ func (m *Mounter) Unmount(ctx context.Context, dev Device) (UnmountResult, error
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 	defer cancel()
-	res, _, err := m.cleanup(ctx, key, entry, false)
+	res, _, err := m.cleanup(ctx, key, entry, mode)
 	return res, err
 }
 
@@ -705,6 +724,15 @@ func describe(dev Device) string {
 // cleanupOutcome is what cleanup did with an entry.
 type cleanupOutcome int
 
+// busyMode is what cleanup does with a filesystem that is in use.
+type busyMode int
+
+const (
+	detachIfBusy busyMode = iota // a plain unmount, detached lazily when busy (removal)
+	detachNow                    // detached lazily at once (the device is gone; eject --force)
+	failIfBusy                   // a plain unmount; busy is ErrBusy (eject)
+)
+
 const (
 	outcomeCleaned cleanupOutcome = iota // unmounted (if mounted) and directory removed
 	outcomeDropped                       // nothing of ours was mounted: entry forgotten
@@ -712,11 +740,10 @@ const (
 )
 
 // cleanup unmounts the entry's mount if it is still there and is ours,
-// removes the directory hotplugd created, and updates the state. With
-// lazy, a mounted filesystem is detached at once (its device is gone);
-// otherwise a plain unmount is tried first and a busy one detached. The
-// caller holds the device's reservation.
-func (m *Mounter) cleanup(ctx context.Context, key string, e Entry, lazy bool) (UnmountResult, cleanupOutcome, error) {
+// removes the directory hotplugd created, and updates the state; mode
+// says what happens when the filesystem is busy. The caller holds the
+// device's reservation.
+func (m *Mounter) cleanup(ctx context.Context, key string, e Entry, mode busyMode) (UnmountResult, cleanupOutcome, error) {
 	res := UnmountResult{Entry: e}
 	fail := func(err error) (UnmountResult, cleanupOutcome, error) {
 		m.mu.Lock()
@@ -738,12 +765,15 @@ func (m *Mounter) cleanup(ctx context.Context, key string, e Entry, lazy bool) (
 		if ours != len(at)-1 {
 			return fail(fmt.Errorf("%w: %s %s is mounted over it", ErrForeignMount, at[len(at)-1].FSType, at[len(at)-1].Source))
 		}
-		if lazy {
+		if mode == detachNow {
 			err = m.unmountWithDeadline(ctx, e.MountPoint, unix.MNT_DETACH)
 			res.Lazy = err == nil
 		} else {
 			err = m.unmountWithDeadline(ctx, e.MountPoint, 0)
-			if errors.Is(err, unix.EBUSY) {
+			switch {
+			case errors.Is(err, unix.EBUSY) && mode == failIfBusy:
+				err = fmt.Errorf("%w: %w", ErrBusy, err)
+			case errors.Is(err, unix.EBUSY):
 				err = m.unmountWithDeadline(ctx, e.MountPoint, unix.MNT_DETACH)
 				res.Lazy = err == nil
 			}
@@ -850,14 +880,18 @@ func (m *Mounter) Reconcile(ctx context.Context, present func(Device) bool) (Rec
 				return rep, err
 			}
 			at := mountsAt(infos, e.MountPoint)
-			if slices.ContainsFunc(at, func(mi *mountinfoInfo) bool { return isDeviceMount(mi, e.Device) }) {
+			if slices.ContainsFunc(at, func(mi *mountinfoInfo) bool { return isDeviceMount(mi, e.Device) }) && !deadFUSE(e.MountPoint) {
 				rep.Kept = append(rep.Kept, e)
 				release()
 				continue
 			}
 		}
 		opCtx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
-		res, outcome, err := m.cleanup(opCtx, key, e, !isPresent)
+		mode := detachIfBusy
+		if !isPresent || deadFUSE(e.MountPoint) {
+			mode = detachNow
+		}
+		res, outcome, err := m.cleanup(opCtx, key, e, mode)
 		cancel()
 		release()
 		switch outcome {
@@ -874,6 +908,14 @@ func (m *Mounter) Reconcile(ctx context.Context, present func(Device) bool) (Rec
 		}
 	}
 	return rep, errors.Join(errs...)
+}
+
+// deadFUSE reports whether the filesystem at path is a FUSE mount whose
+// daemon is gone (stat answers ENOTCONN): it cannot be used, and detaching
+// it lets the device be mounted again.
+func deadFUSE(path string) bool {
+	var st unix.Stat_t
+	return errors.Is(unix.Stat(path, &st), unix.ENOTCONN)
 }
 
 // presentInSysfs reports whether a block device exists now: its

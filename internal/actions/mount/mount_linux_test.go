@@ -123,15 +123,15 @@ func TestMountNTFSHelper(t *testing.T) {
 	ctx := context.Background()
 	want := filepath.Join(fx.root, "My Disk")
 
-	plan, err := fx.m.Plan(disk.dev, Request{UID: 1000, GID: 1000})
+	plan, err := fx.m.Plan(disk.dev, Request{UID: 1000, GID: 1000, Owned: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if plan.Helper == "" || plan.MountPoint != want || plan.Options != "nosuid,nodev,noexec,uid=1000,gid=1000,windows_names" {
+	if plan.Helper == "" || plan.MountPoint != want || plan.Options != "nosuid,nodev,noexec,uid=1000,gid=1000,dmask=0077,fmask=0177,windows_names" {
 		t.Errorf("plan = %+v", plan)
 	}
 
-	entry, err := fx.m.Mount(ctx, disk.dev, Request{Rule: "usb", UID: 1000, GID: 1000})
+	entry, err := fx.m.Mount(ctx, disk.dev, Request{Rule: "usb", UID: 1000, GID: 1000, Owned: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,8 +143,8 @@ func TestMountNTFSHelper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sys := st.Sys().(*syscall.Stat_t); sys.Uid != 1000 || sys.Gid != 1000 {
-		t.Errorf("root of the mount owned by %d:%d, want 1000:1000 (owner)", sys.Uid, sys.Gid)
+	if sys := st.Sys().(*syscall.Stat_t); sys.Uid != 1000 || sys.Gid != 1000 || st.Mode().Perm() != 0o700 {
+		t.Errorf("root of the mount %v owned by %d:%d, want 0700 1000:1000 (owner)", st.Mode(), sys.Uid, sys.Gid)
 	}
 	file := filepath.Join(want, "hello.txt")
 	if err := os.WriteFile(file, []byte("hi"), 0o644); err != nil {
@@ -916,7 +916,7 @@ func TestMountHelperArgvAndDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantArgs := disk.part + "\n" + filepath.Join(fx.root, "--x $(y)") + "\n-o\nnosuid,nodev,noexec,uid=1000,gid=1000,windows_names\n"
+	wantArgs := disk.part + "\n" + filepath.Join(fx.root, "--x $(y)") + "\n-o\nnosuid,nodev,noexec,uid=1000,gid=1000,dmask=0022,fmask=0133,windows_names\n"
 	if diff := cmp.Diff(wantArgs, string(args)); diff != "" {
 		t.Errorf("helper argv (-want +got):\n%s", diff)
 	}

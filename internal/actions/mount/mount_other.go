@@ -30,3 +30,8 @@ func (m *Mounter) Unmount(context.Context, Device) (UnmountResult, error) {
 func (m *Mounter) Reconcile(context.Context, func(Device) bool) (ReconcileReport, error) {
 	return ReconcileReport{}, errMountUnsupported
 }
+
+// Eject fails off Linux.
+func (m *Mounter) Eject(context.Context, Device, bool) (UnmountResult, error) {
+	return UnmountResult{}, errMountUnsupported
+}

@@ -46,7 +46,7 @@ func TestMountPlan(t *testing.T) {
 	root := filepath.Join(dir, "media")
 
 	t.Run("vfat with owner and options", func(t *testing.T) {
-		p, err := m.Plan(dev("vfat", "STICK"), Request{UID: 1000, GID: 1000, Options: []string{"noatime", "flush", "discard"}})
+		p, err := m.Plan(dev("vfat", "STICK"), Request{UID: 1000, GID: 1000, Owned: true, Options: []string{"noatime", "flush", "discard"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,8 +55,8 @@ func TestMountPlan(t *testing.T) {
 			FSType:     "vfat",
 			Driver:     "vfat",
 			Flags:      []string{"nosuid", "nodev", "noexec", "noatime"},
-			Data:       "uid=1000,gid=1000,shortname=mixed,utf8=1,showexec,flush,discard",
-			Options:    "nosuid,nodev,noexec,noatime,uid=1000,gid=1000,shortname=mixed,utf8=1,showexec,flush,discard",
+			Data:       "uid=1000,gid=1000,dmask=0077,fmask=0177,shortname=mixed,utf8=1,showexec,flush,discard",
+			Options:    "nosuid,nodev,noexec,noatime,uid=1000,gid=1000,dmask=0077,fmask=0177,shortname=mixed,utf8=1,showexec,flush,discard",
 		}
 		p.Device = Device{}
 		if diff := cmp.Diff(want, p, cmp.FilterPath(func(p cmp.Path) bool {
@@ -77,7 +77,7 @@ func TestMountPlan(t *testing.T) {
 			t.Fatal(err)
 		}
 		if p.Helper != filepath.Join(helpers, "mount.ntfs-3g") || p.Driver != "mount.ntfs-3g" || p.MountPoint != filepath.Join(root, "My Disk") ||
-			p.Options != "nosuid,nodev,noexec,uid=0,gid=0,windows_names" {
+			p.Options != "nosuid,nodev,noexec,uid=0,gid=0,dmask=0022,fmask=0133,windows_names" {
 			t.Errorf("plan %+v", p)
 		}
 	})

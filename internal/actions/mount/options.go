@@ -38,8 +38,12 @@ type driver struct {
 	// helperType is the type a helper's mount has in mountinfo.
 	helperType string
 	// owner: the driver takes uid= and gid= (filesystems without Unix
-	// ownership).
+	// ownership), and file modes from masks, never from the umask of the
+	// daemon (0077 under the unit, 0022 from a shell).
 	owner bool
+	// modes is how the driver takes file modes: masks (dmask=, fmask=)
+	// or modes (mode=, dmode=).
+	modes modeStyle
 	// flags are forced flag options (iso9660 is read-only).
 	flags []string
 	// data are the udisks2-like defaults, after uid= and gid=.
@@ -65,23 +69,48 @@ var filesystems = map[string][]driver{
 	"btrfs": {{kernel: "btrfs", ruleData: []string{"discard"}}},
 	"xfs":   {{kernel: "xfs", ruleData: []string{"discard"}}},
 	"f2fs":  {{kernel: "f2fs", ruleData: []string{"discard"}}},
-	"vfat": {{kernel: "vfat", owner: true,
+	"vfat": {{kernel: "vfat", owner: true, modes: masks,
 		data:     []string{"shortname=mixed", "utf8=1", "showexec", "flush"},
 		ruleData: []string{"flush", "discard"}}},
 	"exfat": {
-		{kernel: "exfat", owner: true,
+		{kernel: "exfat", owner: true, modes: masks,
 			data:     []string{"iocharset=utf8", "errors=remount-ro"},
 			ruleData: []string{"discard"}},
-		{helpers: []string{"mount.exfat-fuse", "mount.exfat"}, helperType: "fuseblk", owner: true},
+		{helpers: []string{"mount.exfat-fuse", "mount.exfat"}, helperType: "fuseblk", owner: true, modes: masks},
 	},
 	"ntfs": {
-		{kernel: "ntfs3", owner: true, data: []string{"windows_names"}, ruleData: []string{"discard"}},
-		{helpers: []string{"mount.ntfs-3g", "ntfs-3g"}, helperType: "fuseblk", owner: true,
+		{kernel: "ntfs3", owner: true, modes: masks, data: []string{"windows_names"}, ruleData: []string{"discard"}},
+		{helpers: []string{"mount.ntfs-3g", "ntfs-3g"}, helperType: "fuseblk", owner: true, modes: masks,
 			data: []string{"windows_names"}},
 	},
-	"iso9660": {{kernel: "iso9660", owner: true, flags: []string{"ro"},
-		data: []string{"iocharset=utf8", "mode=0400", "dmode=0500"}}},
-	"udf": {{kernel: "udf", owner: true, data: []string{"iocharset=utf8"}}},
+	"iso9660": {{kernel: "iso9660", owner: true, modes: fileModes, flags: []string{"ro"},
+		data: []string{"iocharset=utf8"}}},
+	"udf": {{kernel: "udf", owner: true, modes: fileModes, data: []string{"iocharset=utf8"}}},
+}
+
+// modeStyle is how a driver without Unix permissions takes file modes.
+type modeStyle int
+
+const (
+	masks     modeStyle = iota + 1 // dmask= and fmask= (vfat, exfat, ntfs)
+	fileModes                      // mode= and dmode= (iso9660, udf)
+)
+
+// modeOptions are the explicit modes of a mount: with an owner, the files
+// are that user's alone; without, root's and readable by all. Execute
+// bits on files are left to noexec (and showexec on vfat).
+func modeOptions(style modeStyle, owned bool) []string {
+	switch {
+	case style == masks && owned:
+		return []string{"dmask=0077", "fmask=0177"}
+	case style == masks:
+		return []string{"dmask=0022", "fmask=0133"}
+	case style == fileModes && owned:
+		return []string{"mode=0600", "dmode=0700"}
+	case style == fileModes:
+		return []string{"mode=0644", "dmode=0755"}
+	}
+	return nil
 }
 
 // builtOptions are the options of one mount, all chosen by hotplugd.
@@ -118,6 +147,7 @@ func buildOptions(d driver, req Request) (builtOptions, error) {
 		o.data = append(o.data,
 			"uid="+strconv.FormatUint(uint64(req.UID), 10),
 			"gid="+strconv.FormatUint(uint64(req.GID), 10))
+		o.data = append(o.data, modeOptions(d.modes, req.Owned)...)
 	}
 	o.data = append(o.data, d.data...)
 	for _, opt := range req.Options {

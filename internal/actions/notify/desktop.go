@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/hotplugd/hotplugd/internal/account"
 	"github.com/hotplugd/hotplugd/internal/actions/run"
 )
 
@@ -233,15 +233,11 @@ func graphicalActive(props map[string]dbus.Variant) bool {
 // database. A uid without an account gets no notification: its groups
 // cannot be known.
 func lookupCredential(uid uint32) (*run.Credential, error) {
-	pw, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
+	u, err := account.LookupID(uid)
 	if err != nil {
 		return nil, err
 	}
-	gid, err := strconv.ParseUint(pw.Gid, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("user %s: gid %q: %w", pw.Username, pw.Gid, err)
-	}
-	return run.LookupCredential(pw.Username, uid, uint32(gid))
+	return run.NewCredential(u), nil
 }
 
 // plainText makes s fit for a plain-text field of a notification: valid

@@ -66,7 +66,13 @@ func (n *Notifier) runDesktopHelper(ctx context.Context, cred *run.Credential, a
 		// as itself.
 	}
 	cmd.WaitDelay = helperWaitDelay
-	err := cmd.Run()
+	// A scope in the user's slice: the user's process has no place in the
+	// root service's cgroup.
+	slice := "user-" + strconv.FormatUint(uint64(cred.Uid), 10) + ".slice"
+	err := n.cfg.Scopes.Start(cmd, "hotplugd-notify", slice, "hotplugd: desktop notification for uid "+strconv.FormatUint(uint64(cred.Uid), 10))
+	if err == nil {
+		err = cmd.Wait()
+	}
 	switch {
 	case ctx.Err() != nil:
 		return "", fmt.Errorf("notification helper killed: %w", context.Cause(ctx))

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hotplugd/hotplugd/internal/actions/scope"
 	"github.com/hotplugd/hotplugd/internal/rules"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
@@ -63,6 +64,9 @@ type NotifierConfig struct {
 	// SystemBusAddress is the D-Bus address of the system bus, where
 	// logind lists sessions (default DefaultSystemBusAddress).
 	SystemBusAddress string
+	// Scopes starts the desktop helper in a scope of the session user's
+	// slice under systemd; nil starts it in the daemon's cgroup.
+	Scopes *scope.Starter
 
 	// helperArgs are the arguments of the desktop helper after argv[0];
 	// tests point the re-executed test binary at its helper test.

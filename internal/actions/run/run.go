@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hotplugd/hotplugd/internal/account"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
@@ -60,30 +60,15 @@ type Credential struct {
 	Name     string   // exported as USER and LOGNAME
 }
 
-// LookupCredential resolves the supplementary groups and home of a user
-// whose name, uid and primary gid are known; the rules loader has
-// resolved those. It is called when rules load, so nothing is looked up
-// per event.
-func LookupCredential(name string, uid, gid uint32) (*Credential, error) {
-	c := &Credential{Uid: uid, Gid: gid, Name: name, Home: "/"}
-	pw, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
-	if err != nil {
-		return nil, fmt.Errorf("user %s: %w", name, err)
+// NewCredential is the Credential of a resolved account: its ids, its
+// groups and its home ("/" when it has none). The account was resolved
+// when the rules loaded, so nothing is looked up per event.
+func NewCredential(u *account.User) *Credential {
+	c := &Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups, Home: u.Home, Name: u.Name}
+	if c.Home == "" {
+		c.Home = "/"
 	}
-	if pw.HomeDir != "" {
-		c.Home = pw.HomeDir
-	}
-	gids, err := pw.GroupIds()
-	if err != nil {
-		return nil, fmt.Errorf("groups of user %s: %w", name, err)
-	}
-	for _, g := range gids {
-		n, err := strconv.ParseUint(g, 10, 32)
-		if err == nil {
-			c.Groups = append(c.Groups, uint32(n))
-		}
-	}
-	return c, nil
+	return c
 }
 
 // RunRequest is one `run` action for one event.

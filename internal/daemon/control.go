@@ -1,0 +1,188 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/hotplugd/hotplugd/internal/actions/mount"
+	"github.com/hotplugd/hotplugd/internal/control"
+)
+
+// controlHandlers are the control socket's answers (and the broker's):
+// the daemon's state and what an administrator may ask of it.
+type controlHandlers struct{ d *daemon }
+
+// Status is `hotplugd status`.
+func (h controlHandlers) Status() control.Status {
+	d := h.d
+	st := d.state.Load()
+	ls := d.src.Stats()
+	ds := d.disp.Stats()
+	s := control.Status{
+		Version:       d.cfg.Version,
+		UptimeSeconds: time.Since(d.startedAt).Seconds(),
+		Events: control.EventStatus{
+			Received: ls.Received, Handled: d.handled.Load(), Overruns: ls.Overruns,
+			Dropped: map[string]uint64{
+				"truncated": ls.DroppedTruncated, "sender": ls.DroppedSender, "credentials": ls.DroppedCreds,
+				"udev_header": ls.DroppedUdevHeader, "parse": ls.DroppedParse,
+			},
+		},
+		Queue: control.QueueStatus{Depth: ds.Queued, Capacity: d.cfg.QueueMax, Running: d.inflight.running(),
+			Stuck: d.inflight.stuck(time.Now())},
+		LeftBehind: d.leftBehind(),
+		Mounts:     []control.MountStatus{},
+	}
+	s.Config = d.configStatus()
+	for _, r := range st.rs.Rules {
+		rs := d.metrics.Rule(r.Name).Stats()
+		e := control.RuleStatus{Name: r.Name, Matches: rs.Matches, ActionsOK: rs.ActionsOK, ActionsFailed: rs.ActionsFailed}
+		if !rs.LastMatch.IsZero() {
+			e.LastMatch = &rs.LastMatch
+		}
+		s.Rules = append(s.Rules, e)
+	}
+	if d.deps.Mounter != nil {
+		for _, e := range d.deps.Mounter.Entries() {
+			s.Mounts = append(s.Mounts, mountStatus(e))
+		}
+	}
+	d.mu.Lock()
+	s.LastError = d.lastErr
+	d.mu.Unlock()
+	return s
+}
+
+func mountStatus(e mount.Entry) control.MountStatus {
+	return control.MountStatus{Devnode: e.Device.Devnode, UUID: e.Device.UUID, Label: e.Device.Label,
+		FSType: e.FSType, Path: e.MountPoint, Rule: e.Rule, Since: e.MountedAt}
+}
+
+// Reload is `hotplugd reload`: synchronous, and the old rules stay in
+// force when the new file is broken.
+func (h controlHandlers) Reload() control.ReloadResult {
+	st, err := h.d.reload()
+	if err != nil {
+		return control.ReloadResult{Rules: len(h.d.state.Load().rs.Rules), Problems: problems(err)}
+	}
+	return control.ReloadResult{OK: true, Rules: len(st.rs.Rules)}
+}
+
+// problems is a load error as lines: each FILE:LINE:COL: message.
+func problems(err error) []string {
+	var out []string
+	for line := range strings.SplitSeq(err.Error(), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// Settle is `hotplugd settle`: it returns once no event is queued or
+// running, no coldplug or resync is under way, or after timeout.
+func (h controlHandlers) Settle(ctx context.Context, timeout time.Duration) control.SettleResult {
+	d := h.d
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		depth := d.disp.Stats().Queued
+		if depth == 0 && d.coldplugLeft.Load() <= 0 && !d.resyncing.Load() {
+			return control.SettleResult{Settled: true}
+		}
+		select {
+		case <-ctx.Done():
+			return control.SettleResult{Depth: depth}
+		case <-t.C:
+		}
+	}
+}
+
+// WriteMetrics is GET /metrics.
+func (h controlHandlers) WriteMetrics(w io.Writer) error { return h.d.metrics.WritePrometheus(w) }
+
+// Eject is `hotplugd eject`: it unmounts what hotplugd mounted for each
+// target, through the mounter's own unmount (so the removal that follows
+// has nothing left to do), never anything else. It is logged and counted,
+// not fed to the rules.
+func (h controlHandlers) Eject(ctx context.Context, req control.EjectRequest) control.EjectResult {
+	d := h.d
+	var res control.EjectResult
+	for _, target := range req.Targets {
+		t := d.ejectOne(ctx, target, req)
+		result := "ok"
+		switch {
+		case len(t.Busy) > 0:
+			result = "busy"
+		case t.Error != "":
+			result = "failed"
+		}
+		d.metrics.Counter("hotplugd_ejects_total", "result", result).Inc()
+		d.log.Info("eject", "target", target, "result", result, "unmounted", len(t.Unmounted),
+			"lazy", t.Lazy, "powered_off", t.PoweredOff, "err", t.Error)
+		res.Targets = append(res.Targets, t)
+	}
+	return res
+}
+
+func (d *daemon) ejectOne(ctx context.Context, target string, req control.EjectRequest) control.EjectTarget {
+	t := control.EjectTarget{Target: target, Unmounted: []control.MountStatus{}}
+	m := d.deps.Mounter
+	if m == nil {
+		t.Error = fmt.Sprintf("mounting is not available: %v", d.deps.MountErr)
+		return t
+	}
+	entries, err := m.Select(target)
+	if err != nil {
+		t.Error = err.Error()
+		return t
+	}
+	var disk mount.Disk
+	if req.PowerOff {
+		if disk, err = m.DiskOf(entries[0].Device); err != nil {
+			t.Error = err.Error()
+			return t
+		}
+		entries = m.DiskEntries(disk) // every mount of the disk goes first
+	}
+	for _, e := range entries {
+		r, err := m.Eject(ctx, e.Device, req.Force)
+		if errors.Is(err, mount.ErrBusy) {
+			for _, p := range m.Holders(e.MountPoint) {
+				t.Busy = append(t.Busy, control.Holder{PID: p.PID, Command: p.Command})
+			}
+			t.Error = err.Error()
+			return t
+		}
+		if err != nil && !errors.Is(err, mount.ErrNotMounted) {
+			t.Error = err.Error()
+			return t
+		}
+		t.Unmounted = append(t.Unmounted, mountStatus(e))
+		t.Lazy = t.Lazy || r.Lazy
+	}
+	if req.PowerOff {
+		if err := m.PowerOff(disk); err != nil {
+			t.Error = err.Error()
+			return t
+		}
+		t.PoweredOff = true
+	}
+	return t
+}
+
+// leftBehind counts the processes of stopped actions and probes that did
+// not die of SIGKILL.
+func (d *daemon) leftBehind() int64 {
+	n := d.devs.Stats().ProbesLeftBehind
+	if d.deps != nil && d.deps.Runner != nil {
+		n += d.deps.Runner.Leaked()
+	}
+	return n
+}

@@ -1,0 +1,92 @@
+package daemon
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/hotplugd/hotplugd/internal/actions/mount"
+	"github.com/hotplugd/hotplugd/internal/uevent"
+)
+
+// mediaPollMsecs is how often the kernel is asked to poll a removable
+// disk for a medium taken out or put in (udisks2 uses the same).
+const mediaPollMsecs = 2000
+
+// mediaChange reports whether ev says a removable disk's medium changed:
+// a card taken out of a reader, a disc out of a drive. The kernel sends
+// "change" with DISK_MEDIA_CHANGE=1, not "remove": the disk stays.
+func mediaChange(ev *uevent.Event) bool {
+	return ev.Subsystem == "block" && ev.Action == "change" && ev.DevType == "disk" && ev.Get("DISK_MEDIA_CHANGE") == "1"
+}
+
+// mediaGone unmounts (lazily when busy) what hotplugd mounted from the
+// disk of ev and its partitions: whatever medium is in it now, the one
+// mounted is not there any more.
+func (d *daemon) mediaGone(ev *uevent.Event) {
+	m := d.deps.Mounter
+	if m == nil {
+		return
+	}
+	for _, e := range m.DiskEntries(mount.Disk{Devpath: ev.DevPath}) {
+		start := time.Now()
+		res, err := m.Unmount(d.actx, e.Device)
+		result := "ok"
+		switch {
+		case err != nil:
+			result = d.finish(ev, removalRule, "unmount", err)
+		case res.Lazy:
+			d.log.Warn("medium changed while in use: lazily unmounted", "devnode", e.Device.Devnode, "path", e.MountPoint)
+		default:
+			d.log.Info("medium changed: unmounted", "devnode", e.Device.Devnode, "path", e.MountPoint)
+		}
+		d.metrics.Rule(removalRule).Action("unmount", result, time.Since(start))
+	}
+}
+
+// mediaArrived runs a new medium through the rules as the "add" of its
+// disk, when the disk holds one now (size not 0): a rule that mounts a
+// stick's add mounts the next card too. Partitions on the medium come as
+// the kernel's own adds once something opens the disk, as the probe does.
+func (d *daemon) mediaArrived(ctx context.Context, ev *uevent.Event) {
+	if err := d.devs.OpenMedia(ev.DevName); err != nil {
+		d.log.Warn("medium changed: cannot open the disk", "devpath", ev.DevPath, "err", err)
+		return
+	}
+	dev := d.devs.For(ctx, *ev)
+	size := dev.Attr("size")
+	dev.Done()
+	if size == "" || size == "0" {
+		return
+	}
+	props := make([]uevent.Property, 0, len(ev.Props))
+	for _, p := range ev.Props {
+		switch p.Key {
+		case "ACTION", "SEQNUM":
+		default:
+			props = append(props, p)
+		}
+	}
+	add, err := uevent.FromProps(append(props, uevent.Property{Key: "ACTION", Value: "add"}, uevent.Property{Key: "SEQNUM", Value: "0"}))
+	if err != nil {
+		return
+	}
+	add.Source = ev.Source
+	d.log.Info("medium changed: its new medium goes through the rules as an add", "devpath", ev.DevPath, "devname", ev.DevName)
+	d.handle(ctx, &add)
+}
+
+// pollMedia asks the kernel to report media changes of a removable disk
+// that appeared, when the rules mount anything.
+func (d *daemon) pollMedia(ev *uevent.Event, st *ruleState) {
+	if !st.mounts || ev.Subsystem != "block" || ev.Action != "add" || ev.DevType != "disk" || !strings.HasPrefix(ev.DevPath, "/devices/") {
+		return
+	}
+	on, err := d.devs.PollMedia(ev.DevPath, mediaPollMsecs)
+	switch {
+	case err != nil:
+		d.log.Warn("cannot poll for media changes", "devpath", ev.DevPath, "err", err)
+	case on:
+		d.log.Debug("polling for media changes", "devpath", ev.DevPath, "msecs", mediaPollMsecs)
+	}
+}
