@@ -161,6 +161,9 @@ func printOutcome(w io.Writer, rs *rules.RuleSet, o *replay.Outcome) {
 	case replay.Unknown:
 		fmt.Fprintln(w, "  (no earlier event of this device: attr, attrs and has_parent answer \"\" and false, fs.* only from ID_FS_* properties)")
 	}
+	if ev.MediaChange() {
+		fmt.Fprintln(w, "  (a medium change: the daemon also unmounts what it mounted from the disk, and runs a new medium through the rules as an add; the replay does not)")
+	}
 	if ev.Subsystem == "block" {
 		fmt.Fprintf(w, "  fs.type=%s fs.usage=%s fs.label=%s fs.uuid=%s fs.version=%s\n",
 			quoteArg(o.FS.Type), quoteArg(o.FS.Usage), quoteArg(o.FS.Label), quoteArg(o.FS.UUID), quoteArg(o.FS.Version))

@@ -22,7 +22,7 @@ func (d *daemon) handle(ctx context.Context, ev *uevent.Event) {
 	}
 	d.notePresence(ev)
 	st := d.state.Load()
-	media := mediaChange(ev)
+	media := ev.MediaChange()
 	if media {
 		d.mediaGone(ev)
 		defer d.mediaArrived(ctx, ev) // after this event's own rules
