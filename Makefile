@@ -194,10 +194,11 @@ bench-compare: build ## hotplugd vs udevd vs mdev: throughput and latency table 
 # from the distribution's kernel, with USB sticks plugged and pulled on an
 # emulated xHCI bus and the .deb installed under systemd as PID 1. Root,
 # qemu-system-x86, linux-image-amd64, busybox-static and the mkfs tools
-# (.ci/run installs them); about 10 minutes under TCG. `make deb` builds
-# $(BIN) static (CGO_ENABLED=0) on the way, which the shell-mode guest runs.
+# (.ci/run installs them); about 10 minutes under TCG. The shell-mode
+# guest runs a static build (CGO_ENABLED=0), the systemd guest the .deb.
 .PHONY: e2e
 
 e2e: deb ## the real-machine suite: USB sticks and systemd in QEMU guests (root, ~10 min)
-	HOTPLUGD_E2E_BIN=$(CURDIR)/$(BIN) HOTPLUGD_E2E_DEB=$(CURDIR)/$(DEBDIR)/hotplugd_$(DEB_VERSION)_$(DEB_ARCH).deb \
+	$(MAKE) --no-print-directory build BUILD=static BIN=$(DEBDIR)/static/hotplugd
+	HOTPLUGD_E2E_BIN=$(CURDIR)/$(DEBDIR)/static/hotplugd HOTPLUGD_E2E_DEB=$(CURDIR)/$(DEBDIR)/hotplugd_$(DEB_VERSION)_$(DEB_ARCH).deb \
 		$(GO) test -tags e2e -count=1 -timeout 20m ./internal/e2e/

@@ -73,13 +73,6 @@ func (c *Client) Settle(ctx context.Context, timeout time.Duration) (SettleResul
 	return res, c.do(ctx, http.MethodGet, "/v1/settle?"+q.Encode(), nil, &res)
 }
 
-// Metrics is GET /metrics, the text exposition.
-func (c *Client) Metrics(ctx context.Context) ([]byte, error) {
-	var b bytes.Buffer
-	err := c.do(ctx, http.MethodGet, "/metrics", nil, &b)
-	return b.Bytes(), err
-}
-
 // do sends one request and decodes the answer into out (a *bytes.Buffer
 // takes it as it is).
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
