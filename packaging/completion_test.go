@@ -16,7 +16,7 @@ import (
 func completionDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	for _, name := range []string{"rules.yaml", "old.yml", "notes.txt"} {
+	for _, name := range []string{"rules.yaml", "old.yml", "notes.txt", "stick.jsonl"} {
 		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -69,15 +69,17 @@ func TestBashCompletion(t *testing.T) {
 		{"hotplugd mo", []string{"monitor"}},
 		{"hotplugd monitor --j", []string{"--json"}},
 		{"hotplugd ", []string{"--help", "check", "eject", "help", "monitor", "reload", "run", "settle", "status", "test", "trigger", "version"}},
-		{"hotplugd monitor --", []string{"--help", "--json", "--source", "--subsystem"}},
+		{"hotplugd monitor --", []string{"--help", "--json", "--source", "--subsystem", "--walk"}},
 		{"hotplugd monitor --source ", []string{"auto", "kernel", "route", "udev"}},
 		{"hotplugd monitor --source=k", []string{"kernel"}},
 		{"hotplugd monitor --source=", []string{"auto", "kernel", "route", "udev"}},
 		{"hotplugd run --", []string{"--config", "--help"}},
 		{"hotplugd check --config ", []string{"examples", "old.yml", "rules.yaml"}},
 		{"hotplugd check --config=r", []string{"rules.yaml"}},
-		{"hotplugd test --", []string{"--action", "--config", "--event", "--help", "--syspath"}},
-		{"hotplugd test --event ", []string{"examples", "notes.txt", "old.yml", "rules.yaml"}},
+		{"hotplugd test --", []string{"--action", "--config", "--event", "--expect", "--help", "--replay", "--syspath", "--update"}},
+		{"hotplugd test --event ", []string{"examples", "notes.txt", "old.yml", "rules.yaml", "stick.jsonl"}},
+		{"hotplugd test --replay ", []string{"examples", "stick.jsonl"}},
+		{"hotplugd test --replay stick.jsonl --expect ", []string{"examples", "old.yml", "rules.yaml"}},
 		{"hotplugd test --action ", []string{"add", "bind", "change", "move", "offline", "online", "remove", "unbind"}},
 		{"hotplugd test SUB", []string{"SUBSYSTEM="}},
 		{"hotplugd trigger --", []string{"--action", "--dry-run", "--help", "--subsystem"}},
@@ -137,6 +139,9 @@ zpty -d z
 		{"hotplugd check --config ", "rules.yaml"},
 		{"hotplugd trigger --action ", "offline"},
 		{"hotplugd test SUB", "SUBSYSTEM="},
+		{"hotplugd monitor --json --w", "--walk"},
+		{"hotplugd test --rep", "--replay"},
+		{"hotplugd test --replay ", "stick.jsonl"},
 		{"hotplugd sta", "status"},
 		{"hotplugd eject --po", "--power-off"},
 	}

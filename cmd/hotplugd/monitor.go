@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/hotplugd/hotplugd/internal/device"
 	"github.com/hotplugd/hotplugd/internal/listener"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
@@ -20,14 +21,21 @@ import (
 // one JSON object a line, until ctx is cancelled; then one summary line of
 // the listener's counters on stderr.
 func runMonitor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("monitor", "monitor [--json] [--source kernel|udev|auto|route] [--subsystem S]",
+	fs := newFlags("monitor", "monitor [--json [--walk]] [--source kernel|udev|auto|route] [--subsystem S]",
 		"Print live uevents like udevadm monitor --property, or one JSON object\n"+
-			"a line; on exit, a summary of what was received and dropped.", stderr)
+			"a line; on exit, a summary of what was received and dropped. With --walk,\n"+
+			"each line is a recording for hotplugd test --replay.", stderr)
 	asJSON := fs.Bool("json", false, "print one JSON object per event and line")
+	walk := fs.Bool("walk", false, "with --json, add to each event what rules read of its device: its filesystem\n(fs, probed with blkid) and its attribute walk (walk: the device and each parent)")
 	source := fs.String("source", "kernel", "`kernel`, udev, auto (udev when udevd runs) or route (network links and addresses)")
 	subsystem := fs.String("subsystem", "", "print only events of this `subsystem`")
 	if _, exit, ok := parseFlags(fs, args, false); !ok {
 		return exit
+	}
+	if *walk && !*asJSON {
+		fmt.Fprintln(stderr, "hotplugd monitor: --walk needs --json")
+		fs.Usage()
+		return exitError(2)
 	}
 
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -37,7 +45,16 @@ func runMonitor(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		w:         bufio.NewWriter(stdout),
 		json:      *asJSON,
 		subsystem: *subsystem,
+		ctx:       ctx,
 		cancel:    cancel,
+	}
+	if *walk {
+		devs, err := device.New(device.Config{Logger: log})
+		if err != nil {
+			return err
+		}
+		defer devs.Close()
+		p.devs = devs
 	}
 	filter := ""
 	if p.subsystem != "" {
@@ -70,6 +87,8 @@ type printer struct {
 	w         *bufio.Writer
 	json      bool
 	subsystem string
+	devs      *device.Manager // with --walk: records each event's device
+	ctx       context.Context
 	cancel    context.CancelFunc
 	printed   uint64
 	err       error
@@ -80,7 +99,11 @@ func (p *printer) Event(ev uevent.Event) {
 		return
 	}
 	if p.json {
-		b, err := json.Marshal(ev)
+		var v any = ev
+		if p.devs != nil {
+			v = p.devs.Record(p.ctx, ev)
+		}
+		b, err := json.Marshal(v)
 		if err != nil {
 			p.fail(err)
 			return

@@ -193,6 +193,11 @@ func TestMonitorJSON(t *testing.T) {
 			t.Errorf("%s = %#v, want %#v in %s", k, got[k], v, line)
 		}
 	}
+	for _, k := range []string{"fs", "walk"} {
+		if _, ok := got[k]; ok {
+			t.Errorf("without --walk, the line has %q: %s", k, line)
+		}
+	}
 	if env["INTERFACE"] != "lo" || env["ACTION"] != "change" || env["DEVPATH"] != "/devices/virtual/net/lo" {
 		t.Errorf("env %v: want lo's properties", env)
 	}

@@ -24,21 +24,39 @@ const maxEventFile = 64 << 10
 // mounts and writes nothing. (--syspath probes the device's filesystem
 // with blkid, read-only, as the daemon would.)
 func runTest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("test", "test [--config FILE] (--event FILE | --syspath /sys/... [--action A] | KEY=VALUE...)",
+	fs := newFlags("test", "test [--config FILE] (--event FILE | --syspath /sys/... [--action A] | KEY=VALUE...\n"+
+		"                     | --replay EVENTS.jsonl [--expect EXPECT.yaml [--update]])",
 		"Feed one event through the rules and print, for every rule, whether it\n"+
 			"matched and what each action of a matched rule would do. Nothing is run,\n"+
 			"mounted or written. KEY=VALUE arguments build the event: DEVPATH and\n"+
-			"SUBSYSTEM are required, ACTION defaults to add.", stderr)
+			"SUBSYSTEM are required, ACTION defaults to add.\n\n"+
+			"--replay feeds a recording (hotplugd monitor --json --walk) through the\n"+
+			"rules in order, as the daemon would; --expect compares what they do with\n"+
+			"a file (exit status 1 when they differ), --update rewrites it. Exit status\n"+
+			"2 when an input cannot be used.", stderr)
 	config := fs.String("config", defaultRulesPath, "the rules `FILE`")
 	eventFile := fs.String("event", "", "read the event from `FILE`: a raw uevent (NUL- or newline-separated\nKEY=VALUE, optionally after an action@devpath line) or one object as hotplugd monitor --json prints it")
 	syspath := fs.String("syspath", "", "build the event from the present device at `PATH` (/sys/...), with its sysfs\nattributes, parents and filesystem")
 	action := fs.String("action", "", "the event's `ACTION` (default: add, or as recorded in --event)")
+	var rf replayFlags
+	fs.StringVar(&rf.events, "replay", "", "replay the recorded events of `EVENTS.jsonl` in order (hotplugd monitor --json --walk)")
+	fs.StringVar(&rf.expect, "expect", "", "with --replay, compare what the rules do with `EXPECT.yaml`")
+	fs.BoolVar(&rf.update, "update", false, "with --expect, rewrite the file from what the rules do now")
 	kv, exit, ok := parseFlags(fs, args, true)
 	if !ok {
 		return exit
 	}
+	if rf.events != "" || rf.expect != "" || rf.update {
+		if err := replayUsage(rf, *eventFile != "" || *syspath != "" || len(kv) > 0 || *action != ""); err != "" {
+			fmt.Fprintln(stderr, "hotplugd test:", err)
+			fs.Usage()
+			return exitError(2)
+		}
+		rf.config = *config
+		return runReplay(ctx, rf, stdout, stderr)
+	}
 	if n := countSet(*eventFile != "", *syspath != "", len(kv) > 0); n != 1 {
-		fmt.Fprintln(stderr, "hotplugd test: give exactly one of --event FILE, --syspath PATH or KEY=VALUE arguments")
+		fmt.Fprintln(stderr, "hotplugd test: give exactly one of --event FILE, --syspath PATH, KEY=VALUE arguments or --replay EVENTS")
 		fs.Usage()
 		return exitError(2)
 	}
@@ -59,6 +77,19 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	dryRun(ctx, stdout, rs, set, deps, ev, dev)
 	return nil
+}
+
+// replayUsage says what is wrong with the flags of a replay, or "".
+func replayUsage(f replayFlags, oneEvent bool) string {
+	switch {
+	case f.events == "":
+		return "--expect and --update need --replay EVENTS"
+	case oneEvent:
+		return "--replay takes no --event, --syspath, --action or KEY=VALUE arguments"
+	case f.update && f.expect == "":
+		return "--update needs --expect FILE"
+	}
+	return ""
 }
 
 func countSet(set ...bool) int {

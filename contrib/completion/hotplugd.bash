@@ -52,6 +52,14 @@ _hotplugd()
             _hotplugd_files
             return
             ;;
+        --replay | -replay)
+            _hotplugd_files jsonl json
+            return
+            ;;
+        --expect | -expect)
+            _hotplugd_files yaml yml
+            return
+            ;;
         --timeout | -timeout)
             return
             ;;
@@ -81,8 +89,8 @@ _hotplugd()
     local flags=
     case $cmd in
         run | check) flags="--config" ;;
-        monitor) flags="--json --source --subsystem" ;;
-        test) flags="--config --event --syspath --action" ;;
+        monitor) flags="--json --walk --source --subsystem" ;;
+        test) flags="--config --event --syspath --action --replay --expect --update" ;;
         trigger) flags="--action --subsystem --dry-run" ;;
         status) flags="--json --socket" ;;
         eject) flags="--power-off --force --timeout --json --socket" ;;

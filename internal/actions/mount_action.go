@@ -105,7 +105,8 @@ func (a *unmountAction) Do(ctx context.Context, c *Context) (Step, error) {
 }
 
 // unmountDevice unmounts what hotplugd mounted for the event's device and
-// logs the outcome; with PlanOnly it only looks the mount up. A device
+// logs the outcome; with PlanOnly it only looks the mount up (a
+// simulated Mounter forgets it, see mount.Mounter.PlanUnmount). A device
 // hotplugd did not mount is not an error: Step.MountPath is then "".
 func unmountDevice(ctx context.Context, deps *Deps, c *Context) (Step, error) {
 	st := Step{Kind: "unmount", Devnode: c.Dev.DevNode()}
@@ -114,7 +115,7 @@ func unmountDevice(ctx context.Context, deps *Deps, c *Context) (Step, error) {
 		return st, err
 	}
 	if deps.PlanOnly {
-		if e, ok := deps.Mounter.Lookup(dev); ok {
+		if e, ok := deps.Mounter.PlanUnmount(dev); ok {
 			st.MountPath = e.MountPoint
 		}
 		return st, nil

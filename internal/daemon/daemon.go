@@ -271,9 +271,8 @@ func (d *daemon) load(old *ruleState) (*ruleState, error) {
 		return nil, err
 	}
 	rs.SetLogger(d.log)
-	st := &ruleState{rs: rs}
+	st := &ruleState{rs: rs, readsFS: rs.ReadsFS()}
 	for _, r := range rs.Rules {
-		st.readsFS = st.readsFS || r.ReadsFS()
 		for _, a := range r.Actions {
 			st.mounts = st.mounts || a.Kind() == "mount"
 		}

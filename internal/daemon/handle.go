@@ -22,7 +22,7 @@ func (d *daemon) handle(ctx context.Context, ev *uevent.Event) {
 	}
 	d.notePresence(ev)
 	st := d.state.Load()
-	media := mediaChange(ev)
+	media := ev.MediaChange()
 	if media {
 		d.mediaGone(ev)
 		defer d.mediaArrived(ctx, ev) // after this event's own rules
@@ -34,8 +34,8 @@ func (d *daemon) handle(ctx context.Context, ev *uevent.Event) {
 		d.log.Debug("event", "action", ev.Action, "devpath", ev.DevPath, "subsystem", ev.Subsystem,
 			"seqnum", ev.Seqnum, "source", ev.Source)
 	}
-	if st.readsFS && ev.Subsystem == "block" && (ev.Action == "add" || ev.Action == "change") {
-		dev.FS() // recorded by Done, for the remove rules
+	if st.readsFS {
+		dev.PrefetchFS() // recorded by Done, for the remove rules
 	}
 	// The matched rules go into a buffer kept across events: nothing is
 	// allocated per event of a storm that matches no rule.

@@ -13,13 +13,6 @@ import (
 // disk for a medium taken out or put in (udisks2 uses the same).
 const mediaPollMsecs = 2000
 
-// mediaChange reports whether ev says a removable disk's medium changed:
-// a card taken out of a reader, a disc out of a drive. The kernel sends
-// "change" with DISK_MEDIA_CHANGE=1, not "remove": the disk stays.
-func mediaChange(ev *uevent.Event) bool {
-	return ev.Subsystem == "block" && ev.Action == "change" && ev.DevType == "disk" && ev.Get("DISK_MEDIA_CHANGE") == "1"
-}
-
 // mediaGone unmounts (lazily when busy) what hotplugd mounted from the
 // disk of ev and its partitions: whatever medium is in it now, the one
 // mounted is not there any more.

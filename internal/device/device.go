@@ -132,6 +132,9 @@ func findBlkid() string {
 // already made keep answering from what they cached.
 func (m *Manager) Close() error {
 	m.cancel()
+	if m.sys == nil {
+		return nil
+	}
 	return m.sys.Close()
 }
 
@@ -167,6 +170,8 @@ func (m *Manager) Recorded(devpath string) ([]uevent.Property, bool) { return m.
 // from sysfs.
 func (m *Manager) For(ctx context.Context, ev uevent.Event) *Device {
 	d := &Device{m: m, ctx: ctx, ev: ev}
+	d.live = sysfsView{sys: m.sys, devpath: ev.DevPath}
+	d.sysfs = &d.live
 	if uevent.IsRouteAction(ev.Action) {
 		d.transient = true
 		return d
@@ -209,7 +214,12 @@ type Device struct {
 	part  uevent.Partition // from the same probe
 	// fsState: 0 not asked, 1 answered, 2 answered and worth recording.
 	fsState int
-	sysfs   sysfsView
+	// sysfs is where attributes and parents are read: &live, or the
+	// walk of a recording (ForRecording), whose FS is recFS.
+	sysfs    view
+	live     sysfsView
+	recorded bool
+	recFS    *uevent.FS
 }
 
 // DevNode is the device node of the event's DEVNAME under the device
@@ -242,7 +252,7 @@ func (d *Device) attrLocked(name string) attrVal {
 		}
 		return d.rec.attr[name]
 	}
-	a := d.sysfs.read(d.m.sys, d.ev.DevPath, -1, name)
+	a := d.sysfs.read(-1, name)
 	if d.attr == nil {
 		d.attr = make(map[string]attrVal)
 	}
@@ -273,8 +283,8 @@ func (d *Device) Attrs(name string) string {
 	}
 	a := d.attrLocked(name)
 	if !a.ok {
-		for _, p := range d.sysfs.parentList(d.m.sys, d.ev.DevPath) {
-			if a = d.sysfs.read(d.m.sys, d.ev.DevPath, p.level, name); a.ok {
+		for _, p := range d.sysfs.parentList() {
+			if a = d.sysfs.read(p.level, name); a.ok {
 				break
 			}
 		}
@@ -304,7 +314,7 @@ func (d *Device) HasParent(subsystem, devtype string) bool {
 		}
 		ps = d.rec.parents
 	} else {
-		ps = d.sysfs.parentList(d.m.sys, d.ev.DevPath)
+		ps = d.sysfs.parentList()
 	}
 	for _, p := range ps {
 		if p.subsystem == subsystem && (devtype == "" || p.devtype == devtype) {
@@ -362,6 +372,12 @@ func (d *Device) probeFS() (uevent.FS, uevent.Partition, int) {
 	if d.attrLocked("size").v == "0" { // empty loop device or card reader
 		return uevent.FS{}, uevent.Partition{}, 2
 	}
+	if d.recorded { // what blkid said when the event was recorded
+		if d.recFS == nil {
+			return uevent.FS{}, uevent.Partition{}, 1
+		}
+		return *d.recFS, uevent.Partition{}, 2
+	}
 	m := d.m
 	if m.blkid == "" {
 		return uevent.FS{}, uevent.Partition{}, 1
@@ -408,7 +424,7 @@ func (d *Device) Done() {
 		return
 	}
 	d.done = true
-	gone := d.sysfs.opened && !d.sysfs.ok
+	gone := d.sysfs.gone()
 	d.sysfs.close()
 	if d.removed || d.transient {
 		return
@@ -416,9 +432,7 @@ func (d *Device) Done() {
 	u := update{fs: d.fs, fsKnown: d.fsState == 2}
 	if !gone {
 		u.attr, u.attrs = d.attr, d.attrs
-		if d.sysfs.parentsDone {
-			u.parents, u.parentsKnown = d.sysfs.parents, true
-		}
+		u.parents, u.parentsKnown = d.sysfs.parentsRead()
 	}
 	d.m.db.merge(d.ev.DevPath, d.ev.Props, u)
 }

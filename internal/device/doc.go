@@ -27,4 +27,11 @@
 // present (its properties, filesystem, attributes read, parents) so a
 // remove rule can match the same disk its add rule matched. It is bounded
 // and evicts the least recently used device.
+//
+// A recording (`hotplugd monitor --json --walk`) keeps with each event
+// what the rules may read of its device: Record reads its filesystem and
+// its attribute walk, the answers of the same sysfs code for every
+// attribute file of the device and its parents. A Manager of recordings
+// (NewRecorded, ForRecording) answers from them by that same code, with
+// the same database, so a replayed remove answers as the daemon's would.
 package device

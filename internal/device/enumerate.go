@@ -52,6 +52,9 @@ func (e *SkipError) Unwrap() []error { return e.Errs }
 // A device that cannot be read is skipped, and the events come back with
 // a *SkipError; any other error means nothing could be enumerated.
 func (m *Manager) Enumerate(subsystem string) ([]uevent.Event, error) {
+	if m.sys == nil {
+		return nil, fmt.Errorf("enumerate: %w", errNoSysfs)
+	}
 	top, err := m.sys.OpenRoot("devices")
 	if err != nil {
 		return nil, fmt.Errorf("enumerate: %w", err)

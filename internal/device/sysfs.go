@@ -36,6 +36,9 @@ type parent struct {
 // opening the chain once costs as much as one path lookup, after which a
 // read in any of them is a single openat.
 type sysfsView struct {
+	sys     *os.Root // the sysfs root; nil for a Manager of recordings
+	devpath string
+
 	opened bool       // open was tried
 	ok     bool       // every directory of the devpath opened
 	closed bool       // close was called; read nothing more
@@ -55,13 +58,16 @@ var bufPool = sync.Pool{New: func() any {
 }}
 
 // open opens the devpath's directories once.
-func (s *sysfsView) open(sys *os.Root, devpath string) {
+func (s *sysfsView) open() {
 	if s.opened || s.closed {
 		return
 	}
 	s.opened = true
-	r := sys
-	p := strings.TrimPrefix(devpath, "/")
+	if s.sys == nil {
+		return
+	}
+	r := s.sys
+	p := strings.TrimPrefix(s.devpath, "/")
 	for i := 0; i < len(p); {
 		j := strings.IndexByte(p[i:], '/')
 		if j < 0 {
@@ -95,8 +101,8 @@ func (s *sysfsView) close() {
 
 // read reads attribute name of the directory at level, -1 being the
 // device itself.
-func (s *sysfsView) read(sys *os.Root, devpath string, level int, name string) attrVal {
-	s.open(sys, devpath)
+func (s *sysfsView) read(level int, name string) attrVal {
+	s.open()
 	if !s.ok || s.closed {
 		return attrVal{}
 	}
@@ -107,7 +113,7 @@ func (s *sysfsView) read(sys *os.Root, devpath string, level int, name string) a
 	if strings.IndexByte(name, '/') >= 0 {
 		// "device/vendor" crosses the device link, which leaves the
 		// device's directory: resolve it in the whole sysfs root.
-		return s.readFile(sys, s.rel[level]+"/"+name)
+		return s.readFile(s.sys, s.rel[level]+"/"+name)
 	}
 	switch name {
 	case "driver", "subsystem", "module":
@@ -159,29 +165,46 @@ func readFile(r *os.Root, name string, buf []byte) (string, error) {
 
 // parentList finds the parents of the device once: the directories above
 // it that have a uevent file, nearest first.
-func (s *sysfsView) parentList(sys *os.Root, devpath string) []parent {
+func (s *sysfsView) parentList() []parent {
 	if s.parentsDone {
 		return s.parents
 	}
-	s.open(sys, devpath)
+	s.open()
 	if !s.ok || s.closed {
 		return nil
 	}
 	s.parentsDone = true
 	for i := len(s.dirs) - 2; i >= 0; i-- {
-		ue := s.readFile(s.dirs[i], "uevent")
-		if !ue.ok {
-			continue
+		if p, ok := s.deviceAt(i); ok {
+			s.parents = append(s.parents, p)
 		}
-		p := parent{level: i}
-		if t, err := s.dirs[i].Readlink("subsystem"); err == nil {
-			p.subsystem = path.Base(t)
-		}
-		p.devtype = parentDevType(s.dirs[i], path.Base(s.rel[i]), p.subsystem, ue.v)
-		s.parents = append(s.parents, p)
 	}
 	return s.parents
 }
+
+// deviceAt describes the directory at level when it is a device (it has
+// a uevent file): its subsystem is where its subsystem link points, its
+// devtype the DEVTYPE of its uevent file.
+func (s *sysfsView) deviceAt(level int) (parent, bool) {
+	dir := s.dirs[level]
+	ue := s.readFile(dir, "uevent")
+	if !ue.ok {
+		return parent{}, false
+	}
+	p := parent{level: level}
+	if t, err := dir.Readlink("subsystem"); err == nil {
+		p.subsystem = path.Base(t)
+	}
+	p.devtype = parentDevType(dir, path.Base(s.rel[level]), p.subsystem, ue.v)
+	return p, true
+}
+
+// gone reports whether the device's directory was looked for and is not
+// there: what was read then says nothing about the device.
+func (s *sysfsView) gone() bool { return s.opened && !s.ok }
+
+// parentsRead returns the parents if parentList found them.
+func (s *sysfsView) parentsRead() ([]parent, bool) { return s.parents, s.parentsDone }
 
 // parentDevType is the DEVTYPE of a parent's uevent file, read as
 // coldplug reads it: a line a device string forged (an input device's

@@ -25,6 +25,9 @@ func (m *Manager) Trigger(devpath, action string) error {
 	if !strings.HasPrefix(rel, "devices/") {
 		return fmt.Errorf("trigger %s: not a device path", devpath)
 	}
+	if m.sys == nil {
+		return fmt.Errorf("trigger %s: %w", devpath, errNoSysfs)
+	}
 	f, err := m.sys.OpenFile(rel+"/uevent", os.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("trigger %s: %w", devpath, err)

@@ -104,6 +104,16 @@ type Rule struct {
 // on what the device database recorded.
 func (r *Rule) ReadsFS() bool { return r.needs&needFS != 0 }
 
+// ReadsFS reports whether some rule's match reads fs.*.
+func (rs *RuleSet) ReadsFS() bool {
+	for _, r := range rs.Rules {
+		if r.ReadsFS() {
+			return true
+		}
+	}
+	return false
+}
+
 // Requires returns the actions and subsystems the pre-filter allows the
 // rule to match; nil means any.
 func (r *Rule) Requires() (actions, subsystems []string) {

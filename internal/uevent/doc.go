@@ -6,4 +6,9 @@
 // behind a "libudev\0" header (see systemd's sd-device/device-monitor.c).
 // Parse accepts both and is strict: every field is checked so that nothing
 // after it has to trust the sender. It performs no I/O and is fuzzed.
+//
+// An Event encodes as the object of `hotplugd monitor --json`; a
+// Recording, an event with its filesystem probe and attribute walk, as
+// that of `monitor --json --walk`, which `hotplugd test --replay` reads
+// back strictly.
 package uevent

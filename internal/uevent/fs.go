@@ -10,13 +10,14 @@ import (
 // (udev's blkid builtin sets them) or from a blkid probe, which prints the
 // same properties; FSFromProps decodes both. Label and UUID are
 // device-controlled bytes, kept exactly as the superblock holds them.
-// The expr tags are the names rules use (fs.type, fs.label, ...).
+// The expr tags are the names rules use (fs.type, fs.label, ...), the
+// json tags those of a recording (`monitor --json --walk`).
 type FS struct {
-	Type    string `expr:"type"` // "ext4", "vfat", "crypto_LUKS", ...
-	Label   string `expr:"label"`
-	UUID    string `expr:"uuid"`
-	Usage   string `expr:"usage"` // "filesystem", "crypto", "raid", "other"
-	Version string `expr:"version"`
+	Type    string `expr:"type" json:"type"` // "ext4", "vfat", "crypto_LUKS", ...
+	Label   string `expr:"label" json:"label"`
+	UUID    string `expr:"uuid" json:"uuid"`
+	Usage   string `expr:"usage" json:"usage"` // "filesystem", "crypto", "raid", "other"
+	Version string `expr:"version" json:"version"`
 }
 
 // FSFromProps reads ID_FS_* properties, as udev's blkid builtin sets them

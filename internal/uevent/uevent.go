@@ -135,6 +135,13 @@ func (e *Event) NodeName() string {
 	return e.DevName
 }
 
+// MediaChange reports whether e says a removable disk's medium changed:
+// a card taken out of a reader, a disc out of a drive. The kernel sends
+// "change" with DISK_MEDIA_CHANGE=1, not "remove": the disk stays.
+func (e *Event) MediaChange() bool {
+	return e.Subsystem == "block" && e.Action == "change" && e.DevType == "disk" && e.Get("DISK_MEDIA_CHANGE") == "1"
+}
+
 // Env returns the properties as a new map.
 func (e *Event) Env() map[string]string {
 	m := make(map[string]string, len(e.Props))

@@ -194,6 +194,13 @@ type Config struct {
 	// change nothing: NewMounter leaves an unreadable state file where it
 	// is, and Mount, Unmount and Reconcile refuse with ErrPlanOnly.
 	PlanOnly bool
+	// Simulated makes a plan-only Mounter of a machine of its own, for
+	// `hotplugd test --replay`, whose plans must not depend on the
+	// machine that replays: it reads no state file, mountinfo, fstab or
+	// mount root, takes every allow-listed filesystem for one the kernel
+	// has, and remembers what it planned, as if it had mounted it, until
+	// PlanUnmount. Simulated implies PlanOnly.
+	Simulated bool
 }
 
 func (c Config) withDefaults() Config {
@@ -281,6 +288,23 @@ func (m *Mounter) Lookup(dev Device) (Entry, bool) {
 		return Entry{}, false
 	}
 	return m.entries[key], true
+}
+
+// PlanUnmount returns the recorded mount an Unmount of dev would undo,
+// for a dry run; a Simulated Mounter also forgets it, as its Unmount
+// would.
+func (m *Mounter) PlanUnmount(dev Device) (Entry, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	key, ok := m.findLocked(dev)
+	if !ok {
+		return Entry{}, false
+	}
+	e := m.entries[key]
+	if m.cfg.Simulated {
+		delete(m.entries, key)
+	}
+	return e, true
 }
 
 // findLocked finds the entry of dev: by major:minor when it is known (and

@@ -47,6 +47,7 @@ const helperOutputMax = 4096
 // directory; with PlanOnly it changes nothing at all.
 func NewMounter(cfg Config) (*Mounter, error) {
 	cfg = cfg.withDefaults()
+	cfg.PlanOnly = cfg.PlanOnly || cfg.Simulated
 	if !filepath.IsAbs(cfg.MountRoot) {
 		return nil, fmt.Errorf("mount root %q: %w", cfg.MountRoot, errMountRootNotAbs)
 	}
@@ -68,7 +69,10 @@ func NewMounter(cfg Config) (*Mounter, error) {
 		}
 		m.lock = lock
 	}
-	entries, err := readState(cfg.StatePath)
+	entries, err := map[string]Entry{}, error(nil)
+	if !cfg.Simulated {
+		entries, err = readState(cfg.StatePath)
+	}
 	if err != nil {
 		m.log.Error("mount state unreadable; starting with an empty state", "path", cfg.StatePath, "err", err)
 		if !cfg.PlanOnly { // a dry run leaves the file to the daemon
@@ -122,6 +126,10 @@ func (m *Mounter) Plan(dev Device, req Request) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
+	if m.cfg.Simulated {
+		m.simulateMount(dev, req, &p)
+		return p, nil
+	}
 	p.name = freeName(m.cfg.MountRoot, p.name)
 	p.MountPoint = filepath.Join(m.cfg.MountRoot, p.name)
 	return p, nil
@@ -144,6 +152,9 @@ func (m *Mounter) plan(dev Device, req Request) (Plan, error) {
 	}
 	if e, ok := m.Lookup(Device{Major: dev.Major, Minor: dev.Minor}); ok && !e.Unmounted {
 		return Plan{}, skip(dev, ErrAlreadyMounted, "mounted by hotplugd at %s", e.MountPoint)
+	}
+	if m.cfg.Simulated {
+		return m.planWith(dev, req, simulatedDriver(filesystems[dev.FSType]))
 	}
 	infos, err := readMounts(m.cfg.mountinfoPath())
 	if err != nil {
