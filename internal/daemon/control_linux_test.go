@@ -66,6 +66,11 @@ func TestControlStatusAfterMount(t *testing.T) {
 	dm := amStart(t, bin, amConfig{disks: []*amDisk{disk}})
 	disk.attach()
 	mi := disk.waitMount(dm)
+	// The mount is in mountinfo before its action returns and is counted:
+	// settle waits for that.
+	if _, err := control.NewClient(dm.socket).Settle(t.Context(), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	s := statusOf(t, bin, dm.socket)
 	if len(s.Rules) != 1 || s.Rules[0].Name != amRuleName || s.Rules[0].Matches != 1 || s.Rules[0].ActionsOK != 1 || s.Rules[0].LastMatch == nil {
 		t.Errorf("rules %+v, want %s with 1 match and 1 action ok", s.Rules, amRuleName)
