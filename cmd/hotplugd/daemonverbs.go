@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -72,8 +74,8 @@ func printStatus(w io.Writer, s control.Status) {
 	for _, n := range s.Events.Dropped {
 		dropped += n
 	}
-	fmt.Fprintf(w, "  events:  %d received, %d handled, %d dropped, %d overruns\n",
-		s.Events.Received, s.Events.Handled, dropped, s.Events.Overruns)
+	fmt.Fprintf(w, "  events:  %d received%s, %d handled, %d dropped, %d overruns\n",
+		s.Events.Received, bySource(s.Events.BySource), s.Events.Handled, dropped, s.Events.Overruns)
 	fmt.Fprintf(w, "  queue:   %d of %d, %d running", s.Queue.Depth, s.Queue.Capacity, s.Queue.Running)
 	if s.Queue.Stuck > 0 {
 		fmt.Fprintf(w, ", %d stuck past their deadline", s.Queue.Stuck)
@@ -172,4 +174,16 @@ func runSettle(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return exitError(1)
 	}
 	return nil
+}
+
+// bySource is " (kernel 10, route 4)" when more than one source counted.
+func bySource(m map[string]uint64) string {
+	if len(m) < 2 {
+		return ""
+	}
+	parts := make([]string, 0, len(m))
+	for _, src := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s %d", src, m[src]))
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }

@@ -33,6 +33,7 @@ type ConfigStatus struct {
 // EventStatus counts events since start.
 type EventStatus struct {
 	Received uint64            `json:"received"`
+	BySource map[string]uint64 `json:"by_source"` // received, by source: kernel or udev, and route
 	Handled  uint64            `json:"handled"`
 	Dropped  map[string]uint64 `json:"dropped"` // by reason
 	Overruns uint64            `json:"overruns"`

@@ -37,6 +37,10 @@ func (h controlHandlers) Status() control.Status {
 		LeftBehind: d.leftBehind(),
 		Mounts:     []control.MountStatus{},
 	}
+	s.Events.BySource = map[string]uint64{string(d.src.Source()): d.src.Stats().Received}
+	if d.net != nil {
+		s.Events.BySource[string(d.net.Source())] = d.net.Stats().Received
+	}
 	s.Config = d.configStatus()
 	for _, r := range st.rs.Rules {
 		rs := d.metrics.Rule(r.Name).Stats()

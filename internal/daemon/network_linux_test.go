@@ -63,6 +63,13 @@ func TestBinaryNetworkCarrierRunsOnce(t *testing.T) {
 		t.Errorf("/metrics counts %v route messages received, want at least 4:\n%s", n, text)
 	}
 	metricValue(t, text, `hotplugd_uevents_received_total{source="kernel"}`) // and the kernel's, beside it
+	socket := filepath.Join(dir, "control")
+	if s := statusOf(t, bin, socket); s.Events.BySource["route"] < 4 || s.Events.Received != s.Events.BySource["route"]+s.Events.BySource["kernel"] {
+		t.Errorf("status events %+v: want the route messages counted beside the kernel's, and summed", s.Events)
+	}
+	if out, _, code := ctl(t, bin, nil, "status", "--socket", socket); code != 0 || !regexp.MustCompile(`events: +\d+ received \(kernel \d+, route \d+\)`).MatchString(out) {
+		t.Errorf("status (human), exit %d: want the events received by source:\n%s", code, out)
+	}
 	d.signal(t, syscall.SIGTERM)
 	if code := d.wait(t, waitExit); code != 0 {
 		t.Errorf("exit code %d, want 0", code)
