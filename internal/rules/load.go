@@ -353,7 +353,7 @@ func (l *loader) user(n *yaml.Node, what string) *User {
 }
 
 var settingKeys = []string{"source", "coldplug", "workers", "action_timeout", "mount_root", "state_dir", "log_level",
-	"control", "metrics"}
+	"control", "metrics", "mqtt"}
 
 func (l *loader) loadSettings(n *yaml.Node) Settings {
 	s := DefaultSettings()
@@ -414,6 +414,9 @@ func (l *loader) loadSettings(n *yaml.Node) Settings {
 	}
 	if v, ok := f["metrics"]; ok {
 		s.Metrics = l.loadMetrics(v.val, s.Metrics)
+	}
+	if v, ok := f["mqtt"]; ok {
+		s.MQTT = l.loadMQTT(v.val)
 	}
 	return s
 }
@@ -915,7 +918,7 @@ func (l *loader) loadNotify(n *yaml.Node, pos Pos) *NotifySpec {
 
 func (l *loader) loadTarget(n *yaml.Node, i int) Target {
 	if n.Kind != yaml.MappingNode || len(n.Content) != 2 {
-		l.errAt(n, "targets[%d] must be a mapping with one key: log, webhook or desktop", i)
+		l.errAt(n, "targets[%d] must be a mapping with one key: log, webhook, desktop or mqtt", i)
 		return nil
 	}
 	k, v := n.Content[0], n.Content[1]
@@ -928,8 +931,10 @@ func (l *loader) loadTarget(n *yaml.Node, i int) Target {
 		return &DesktopTarget{}
 	case "webhook":
 		return l.loadWebhook(v, k)
+	case "mqtt":
+		return l.loadMQTTTarget(v, k)
 	}
-	l.errAt(k, "unknown target %q (want log, webhook or desktop)", k.Value)
+	l.errAt(k, "unknown target %q (want log, webhook, desktop or mqtt)", k.Value)
 	return nil
 }
 
