@@ -56,6 +56,15 @@ func ParseTrigger(body []byte) (TriggerRequest, error) {
 	return req, nil
 }
 
+// ParseEmpty accepts the body of a request that takes no arguments
+// (status, reload): nothing, or an empty JSON object.
+func ParseEmpty(body []byte) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	return decodeStrict(body, &struct{}{})
+}
+
 // decodeStrict decodes one JSON object with no unknown fields and
 // nothing after it.
 func decodeStrict(body []byte, v any) error {

@@ -92,7 +92,7 @@ func Start(t testing.TB, opts Options) *Broker {
 	if os.Geteuid() == 0 {
 		conf.WriteString("user root\n")
 	}
-	conf.WriteString("log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nmax_queued_messages 100000\n")
+	conf.WriteString("set_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nmax_queued_messages 100000\n")
 	if opts.TLS != nil {
 		cert, key := opts.TLS.Issue(t, "broker")
 		fmt.Fprintf(&conf, "cafile %s\ncertfile %s\nkeyfile %s\n", opts.TLS.CertFile, cert, key)
