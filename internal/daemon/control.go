@@ -54,6 +54,7 @@ func (h controlHandlers) Status() control.Status {
 	d.mu.Lock()
 	s.LastError = d.lastErr
 	d.mu.Unlock()
+	s.Broker = d.brokerStatus()
 	return s
 }
 
@@ -128,6 +129,7 @@ func (h controlHandlers) Eject(ctx context.Context, req control.EjectRequest) co
 			"lazy", t.Lazy, "powered_off", t.PoweredOff, "err", t.Error)
 		res.Targets = append(res.Targets, t)
 	}
+	d.mountsChanged()
 	return res
 }
 
