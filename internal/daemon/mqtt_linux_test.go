@@ -10,15 +10,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hotplugd/hotplugd/internal/control"
+	"github.com/hotplugd/hotplugd/internal/looptest"
 	"github.com/hotplugd/hotplugd/internal/mqtttest"
 )
 
@@ -258,4 +261,196 @@ func TestMQTTRestartDuringOutage(t *testing.T) {
 	d = startDaemon(t, bin, filepath.Join(dir, "rules.yaml"))
 	d.ready(t)
 	expectStorm(t, mqtttest.DialSession(t, b, nil, "fleet"), tag, 100)
+}
+
+// ask publishes a request on P/cmd/<verb> with correlation data and
+// returns the reply's payload, asking again while the daemon's
+// subscription may not be made yet.
+func ask(t *testing.T, admin *mqtttest.Client, verb string, payload []byte) []byte {
+	t.Helper()
+	corr := []byte(newTag())
+	for try := 0; ; try++ {
+		admin.Request(mqttPrefix+"/cmd/"+verb, mqttPrefix+"/reply/admin", corr, payload)
+		if m := admin.Next(2 * time.Second); m != nil {
+			if m.Topic != mqttPrefix+"/reply/admin" || m.Properties == nil || !bytes.Equal(m.Properties.CorrelationData, corr) {
+				t.Fatalf("%s: reply on %s with %+v", verb, m.Topic, m.Properties)
+			}
+			return m.Payload
+		}
+		if try == 10 {
+			t.Fatalf("%s: no reply", verb)
+		}
+	}
+}
+
+// expectMounts waits for a retained P/mounts that contains each of want.
+func expectMounts(t *testing.T, sub *mqtttest.Client, want ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		m := sub.Expect(mqttPrefix+"/mounts", time.Until(deadline))
+		ok := true
+		for _, w := range want {
+			ok = ok && bytes.Contains(m.Payload, []byte(w))
+		}
+		if ok {
+			return string(m.Payload)
+		}
+	}
+}
+
+// TestMQTTMountsAndCommands: plugging and removing a real loop
+// partition updates the retained P/mounts; P/cmd/status answers with the
+// request's correlation data, P/cmd/eject unmounts a hotplugd mount, and
+// a 10 MB, malformed or unknown request gets an error while events go on.
+func TestMQTTMountsAndCommands(t *testing.T) {
+	looptest.Require(t, "mkfs.ext4")
+	bin := amBuild(t)
+	b := mqtttest.Start(t, mqtttest.Options{})
+	sub := mqtttest.Dial(t, b, nil)
+	sub.Subscribe(mqttPrefix + "/mounts")
+	disk := amNewDisk(t, "ext4", "MQTTMOUNT", nil)
+	dm := amStart(t, bin, amConfig{disks: []*amDisk{disk}, settings: []string{mqttSetting(b.URL(), t.TempDir(), "commands: true")}})
+	expectMounts(t, sub, `{"mounts":[]}`)
+	disk.attach()
+	mi := disk.waitMount(dm)
+	expectMounts(t, sub, `"devnode":"`+disk.part()+`"`, `"label":"MQTTMOUNT"`, `"path":"`+mi.Mountpoint+`"`)
+	disk.yank()
+	disk.waitUnmount()
+	expectMounts(t, sub, `{"mounts":[]}`)
+	disk.detach()
+
+	admin := mqtttest.Dial(t, b, nil)
+	admin.Subscribe(mqttPrefix + "/reply/#")
+	var st control.Status
+	if err := json.Unmarshal(ask(t, admin, "status", nil), &st); err != nil || st.Broker == nil || !st.Broker.Connected || st.Version == "" {
+		t.Errorf("status over MQTT: %+v (%v)", st, err)
+	}
+	disk.attach()
+	mi = disk.waitMount(dm)
+	var ej control.EjectResult
+	if err := json.Unmarshal(ask(t, admin, "eject", []byte(`{"targets":["`+disk.part()+`"]}`)), &ej); err != nil ||
+		len(ej.Targets) != 1 || len(ej.Targets[0].Unmounted) != 1 || ej.Targets[0].Error != "" {
+		t.Fatalf("eject over MQTT: %+v (%v)", ej, err)
+	}
+	disk.waitUnmount()
+	amGone(t, mi.Mountpoint)
+	expectMounts(t, sub, `{"mounts":[]}`)
+	for verb, payload := range map[string][]byte{"status": bytes.Repeat([]byte(" "), 10<<20), "eject": []byte(`{"targets":`),
+		"trigger": []byte(`{"action":"boom"}`), "reboot": nil} {
+		var e control.ErrorBody
+		if err := json.Unmarshal(ask(t, admin, verb, payload), &e); err != nil || e.Error == "" {
+			t.Errorf("%s with %d bytes: %+v (%v), want an error", verb, len(payload), e, err)
+		}
+	}
+	// Events are still handled: the partition, added again, is mounted.
+	disk.detach()
+	disk.attach()
+	disk.waitMount(dm)
+}
+
+// TestMQTTCommandsOff: without commands: true the daemon does not
+// subscribe, and nothing answers.
+func TestMQTTCommandsOff(t *testing.T) {
+	bin := needBinary(t)
+	b := mqtttest.Start(t, mqtttest.Options{})
+	dir := t.TempDir()
+	mqttDaemon(t, bin, dir, newTag(), mqttSetting(b.URL(), dir))
+	waitBroker(t, dir, true)
+	admin := mqtttest.Dial(t, b, nil)
+	admin.Subscribe(mqttPrefix + "/reply/#")
+	admin.Request(mqttPrefix+"/cmd/status", mqttPrefix+"/reply/admin", []byte("c"), nil)
+	admin.Quiet(mqttPrefix+"/reply/", 2*time.Second)
+}
+
+// TestMQTTTLS: with the broker's CA in ca_file the daemon connects over
+// TLS and publishes; with another CA it refuses, says why in its log and
+// status, and its rules run all the same.
+func TestMQTTTLS(t *testing.T) {
+	bin := needBinary(t)
+	ca := mqtttest.NewCA(t, "fleet-ca")
+	b := mqtttest.Start(t, mqtttest.Options{TLS: ca})
+	sub := mqtttest.Dial(t, b, ca)
+	sub.Subscribe(mqttPrefix + "/events/#")
+	dir, tag := t.TempDir(), newTag()
+	mqttDaemon(t, bin, dir, tag, mqttSetting(b.URL(), dir, "ca_file: "+jsonString(ca.CertFile)))
+	waitBroker(t, dir, true)
+	trigger(t, loUevent, newUUID(), tag)
+	if ev := readEvent(t, sub, 10*time.Second); ev.Data.Env["SYNTH_ARG_T"] != tag {
+		t.Errorf("over TLS: %+v", ev)
+	}
+
+	other := mqtttest.NewCA(t, "other-ca")
+	dir, tag = t.TempDir(), newTag()
+	marker := filepath.Join(dir, "ran")
+	rulesPath := filepath.Join(dir, "rules.yaml")
+	writeRules(t, rulesPath, mqttSetting(b.URL(), dir, "ca_file: "+jsonString(other.CertFile)),
+		rule{name: "touch", match: loMatch(tag), argv: []string{"/bin/touch", marker}})
+	d := startDaemon(t, bin, rulesPath)
+	d.ready(t)
+	d.waitLog(t, regexp.MustCompile(`mqtt broker: connecting failed.*certificate signed by unknown authority`), 20*time.Second)
+	trigger(t, loUevent, newUUID(), tag)
+	waitFile(t, marker, 10*time.Second, func(string) bool { return true })
+	if bs := brokerStatus(t, dir); bs.Connected || !strings.Contains(bs.LastError, "unknown authority") {
+		t.Errorf("status with the wrong CA: %+v", bs)
+	}
+}
+
+// TestMQTTSilentBroker: a broker that accepts TCP and never answers does
+// not delay a uevent's action.
+func TestMQTTSilentBroker(t *testing.T) {
+	bin := needBinary(t)
+	addr := silentBroker(t)
+	dir, tag := t.TempDir(), newTag()
+	marker := filepath.Join(dir, "ran")
+	rulesPath := filepath.Join(dir, "rules.yaml")
+	writeRules(t, rulesPath, mqttSetting("mqtt://"+addr, dir, "events: all"),
+		rule{name: "touch", match: loMatch(tag), argv: []string{"/bin/touch", marker}})
+	d := startDaemon(t, bin, rulesPath)
+	d.ready(t)
+	start := time.Now()
+	trigger(t, loUevent, newUUID(), tag)
+	waitFile(t, marker, 10*time.Second, func(string) bool { return true })
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the action ran %v after the event", took)
+	}
+	d.signal(t, syscall.SIGTERM)
+	if code := d.wait(t, waitExit); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+}
+
+// silentBroker listens on 127.0.0.1, accepts connections and never
+// says anything; it returns host:port.
+func silentBroker(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return ln.Addr().String()
 }
