@@ -3,7 +3,6 @@ package broker
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"slices"
 	"strconv"
 	"time"
@@ -57,18 +56,6 @@ func level(s string) string {
 	return string(b)
 }
 
-// cloudEvent is a CloudEvents 1.0 event in structured JSON mode.
-type cloudEvent struct {
-	SpecVersion     string          `json:"specversion"`
-	ID              string          `json:"id"`
-	Source          string          `json:"source"`
-	Type            string          `json:"type"`
-	Subject         string          `json:"subject"`
-	Time            string          `json:"time"`
-	DataContentType string          `json:"datacontenttype"`
-	Data            json.RawMessage `json:"data"`
-}
-
 // Wants reports whether an event the rules matched n times is published
 // (settings.mqtt.events), so that the caller builds nothing otherwise.
 func (c *Client) Wants(n int) bool {
@@ -117,14 +104,25 @@ func (c *Client) eventDoc(ev *uevent.Event, matched []*rules.Rule, now time.Time
 	for i, r := range matched {
 		names[i] = r.Name
 	}
-	data = append(bytes.TrimSuffix(data, []byte("}")), `,"rules":`...)
-	data = append(data, mustJSON(names)...)
-	data = append(data, '}')
-	return json.Marshal(cloudEvent{
-		SpecVersion: "1.0", ID: c.eventID(ev), Source: "urn:hotplugd:" + c.s.Host,
-		Type: "io.hotplugd.device." + level(ev.Action), Subject: ev.DevPath,
-		Time: now.UTC().Format(time.RFC3339Nano), DataContentType: jsonType, Data: data,
-	})
+	// The envelope is written here rather than by json.Marshal of a
+	// cloudEvent, which would check and compact data (the bulk) again:
+	// data is encoding/json's own output, every other value a string it
+	// escapes.
+	doc := make([]byte, 0, len(data)+256)
+	doc = append(doc, `{"specversion":"1.0","id":`...)
+	for _, f := range []struct{ name, val string }{{"", c.eventID(ev)}, {"source", "urn:hotplugd:" + c.s.Host},
+		{"type", "io.hotplugd.device." + level(ev.Action)}, {"subject", ev.DevPath},
+		{"time", now.UTC().Format(time.RFC3339Nano)}, {"datacontenttype", jsonType}} {
+		if f.name != "" {
+			doc = append(append(append(doc, `,"`...), f.name...), `":`...)
+		}
+		doc = append(doc, mustJSON(f.val)...)
+	}
+	doc = append(doc, `,"data":`...)
+	doc = append(doc, bytes.TrimSuffix(data, []byte("}"))...)
+	doc = append(doc, `,"rules":`...)
+	doc = append(doc, mustJSON(names)...)
+	return append(doc, "}}"...), nil
 }
 
 // eventID is <boot_id>-<seqnum>, unique in a boot as the kernel's
