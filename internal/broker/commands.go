@@ -72,7 +72,7 @@ func (c *Client) replyTopicOK(t string) error {
 	case len(t) > maxReply || strings.ContainsAny(t, "+#\x00"):
 		return errors.New("request with a response topic that is not a topic name")
 	case strings.HasPrefix(t, c.topics.base+"/") && !strings.HasPrefix(t, c.topics.reply):
-		return fmt.Errorf("response topic %q is one of this host's own; use %s...", t, c.topics.reply)
+		return fmt.Errorf("response topic %q is one of this host's own; use one under %s", t, c.topics.reply)
 	}
 	return nil
 }

@@ -172,7 +172,7 @@ func waitDepth(t *testing.T, o *outbox, want int) {
 // removes those wholly sent; a corrupt one is skipped and counted.
 func TestOutboxSegments(t *testing.T) {
 	dir := t.TempDir()
-	o, d := testOutbox(t, dir, 1000)
+	o, _ := testOutbox(t, dir, 1000)
 	big := strings.Repeat("x", 100<<10)
 	for i := range 100 {
 		m := msg(i)
@@ -194,7 +194,7 @@ func TestOutboxSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	o, d = testOutbox(t, dir, 1000)
+	o, d := testOutbox(t, dir, 1000)
 	defer o.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
