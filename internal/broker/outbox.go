@@ -145,7 +145,8 @@ type outbox struct {
 	mu          sync.Mutex
 	staged      []message
 	stagedBytes int
-	writing     int // taken from staged, not yet written
+	writing     int  // taken from staged, not yet written
+	headDue     bool // the writer is to save the head
 	closed      bool
 	head        uint64 // oldest record neither acknowledged nor dropped
 	tail        uint64 // the next record's seq
@@ -345,8 +346,12 @@ func (o *outbox) ack(seq uint64) {
 	if seq+1 > o.head {
 		o.head = seq + 1
 	}
+	wake := !o.headDue
+	o.headDue = true
 	o.mu.Unlock()
-	signal(o.wakeWriter)
+	if wake { // once per save of the head, not once per message
+		signal(o.wakeWriter)
+	}
 }
 
 // gone reports whether seq left the outbox (dropped as the oldest).

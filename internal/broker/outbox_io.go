@@ -259,15 +259,18 @@ func (o *outbox) flush() {
 func (o *outbox) housekeep(now time.Time, final bool) time.Duration {
 	o.mu.Lock()
 	head, old := o.head, o.trimLocked()
+	saveNow := head != o.savedHead && (final || now.Sub(o.lastSave) >= headSaveEvery)
+	if saveNow || head == o.savedHead {
+		o.headDue = false // acks from now on wake the writer again
+	}
 	o.mu.Unlock()
 	o.removeSegments(old)
 	var due time.Duration
-	if head != o.savedHead {
-		if wait := headSaveEvery - now.Sub(o.lastSave); final || wait <= 0 {
-			o.saveHead(head, now)
-		} else {
-			due = wait
-		}
+	switch {
+	case saveNow:
+		o.saveHead(head, now)
+	case head != o.savedHead:
+		due = headSaveEvery - now.Sub(o.lastSave)
 	}
 	if o.dirty {
 		if wait := syncEvery - now.Sub(o.lastSync); final || wait <= 0 {
