@@ -506,7 +506,7 @@ func testAutomountDryRun(t *testing.T, bin string) {
 	wantPath := filepath.Join(root, "PLAN")
 	const wantOpts = "nosuid,nodev,noexec,errors=remount-ro"
 	for _, want := range []string{
-		"rule " + amRuleName + " (" + rulesPath + ":7:5): matched\n",
+		"rule " + amRuleName + " (" + rulesPath + ":8:5): matched\n",
 		"  mount " + disk.part() + " at " + wantPath + "\n",
 		"    ext4 through mount(2), options " + wantOpts + "\n",
 		"nothing was run, mounted or written\n",
