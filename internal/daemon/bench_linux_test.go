@@ -272,14 +272,18 @@ func cpuTime(b *testing.B, pid int) time.Duration {
 //   - main-p50-µs, main-p99-µs: to the first thing the action program
 //     itself does (testdata/latencyprobe reads the clock while Go
 //     initialises its packages), which adds the Go runtime's start-up.
-func BenchmarkLatency(b *testing.B) {
+func BenchmarkLatency(b *testing.B) { benchLatency(b, func(string) string { return "" }) }
+
+// benchLatency is BenchmarkLatency with the settings lines settings
+// returns for the daemon's directory.
+func benchLatency(b *testing.B, settings func(dir string) string) {
 	const samples = 200
 	bin, probe := needBinary(b), needProbe(b)
 	dir := b.TempDir()
 	tag := newTag()
 	ps := newProbeSocket(b)
 	rulesPath := filepath.Join(dir, "rules.yaml")
-	writeRules(b, rulesPath, "", rule{name: "probe", match: loMatch(tag), argv: []string{probe, ps.path}})
+	writeRules(b, rulesPath, settings(dir), rule{name: "probe", match: loMatch(tag), argv: []string{probe, ps.path}})
 	d := startDaemon(b, bin, rulesPath)
 	execs := watchExecs(b, d.pid())
 	d.ready(b)

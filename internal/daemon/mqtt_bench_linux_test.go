@@ -85,3 +85,11 @@ func countTagged(b *testing.B, sub *mqtttest.Client, tag string, n int) (int, ti
 	}
 	return got, last
 }
+
+// BenchmarkLatencySilentBroker is BenchmarkLatency with every event
+// published (events: all) to a broker that accepts TCP and never
+// answers: its figures should be BenchmarkLatency's.
+func BenchmarkLatencySilentBroker(b *testing.B) {
+	addr := silentBroker(b)
+	benchLatency(b, func(dir string) string { return mqttSetting("mqtt://"+addr, dir, "events: all") })
+}
