@@ -357,6 +357,10 @@ func TestMQTTCommandsOff(t *testing.T) {
 	dir := t.TempDir()
 	mqttDaemon(t, bin, dir, newTag(), mqttSetting(b.URL(), dir))
 	waitBroker(t, dir, true)
+	out, _, code := ctl(t, bin, nil, "status", "--socket", filepath.Join(dir, "control"))
+	if want := "  broker:  " + b.URL() + ", connected; 0 queued, "; code != 0 || !strings.Contains(out, want) {
+		t.Errorf("hotplugd status, exit %d, lacks %q:\n%s", code, want, out)
+	}
 	admin := mqtttest.Dial(t, b, nil)
 	admin.Subscribe(mqttPrefix + "/reply/#")
 	admin.Request(mqttPrefix+"/cmd/status", mqttPrefix+"/reply/admin", []byte("c"), nil)
