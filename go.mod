@@ -16,10 +16,13 @@ require github.com/moby/sys/mountinfo v0.7.3
 
 require (
 	github.com/VictoriaMetrics/metrics v1.45.0
+	github.com/eclipse/paho.golang v0.23.0
 	github.com/godbus/dbus/v5 v5.2.4
 )
 
 require (
+	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/valyala/fastrand v1.1.0 // indirect
 	github.com/valyala/histogram v1.2.0 // indirect
+	golang.org/x/net v0.43.0 // indirect
 )

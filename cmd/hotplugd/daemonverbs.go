@@ -87,11 +87,21 @@ func printStatus(w io.Writer, s control.Status) {
 	printRules(w, s.Rules)
 	printMounts(w, s.Mounts)
 	if s.Broker != nil {
-		b := s.Broker
-		fmt.Fprintf(w, "  broker:  %s, connected %v, %d queued, %d dropped\n", display(b.URL), b.Connected, b.Queue, b.Dropped)
+		printBroker(w, s.Broker)
 	}
 	if s.LastError != "" {
 		fmt.Fprintf(w, "  last error: %s\n", display(s.LastError))
+	}
+}
+
+func printBroker(w io.Writer, b *control.BrokerStatus) {
+	state := "connected"
+	if !b.Connected {
+		state = "not connected"
+	}
+	fmt.Fprintf(w, "  broker:  %s, %s; %d queued, %d published, %d dropped\n", display(b.URL), state, b.Queue, b.Published, b.Dropped)
+	if !b.Connected && b.LastError != "" {
+		fmt.Fprintf(w, "    last error: %s\n", display(b.LastError))
 	}
 }
 

@@ -34,6 +34,7 @@ type Handlers interface {
 	Status() Status
 	Eject(ctx context.Context, req EjectRequest) EjectResult
 	Reload() ReloadResult
+	Trigger(ctx context.Context, req TriggerRequest) TriggerResult
 	Settle(ctx context.Context, timeout time.Duration) SettleResult
 	WriteMetrics(w io.Writer) error
 }
@@ -110,7 +111,7 @@ type access int
 
 const (
 	read  access = iota // status, settle, metrics
-	admin               // eject, reload
+	admin               // eject, reload, trigger
 )
 
 func (s *Server) routes() *http.ServeMux {
@@ -122,6 +123,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /v1/reload", s.guard(admin, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.cfg.Handlers.Reload())
 	}))
+	mux.HandleFunc("POST /v1/trigger", s.guard(admin, s.trigger))
 	mux.HandleFunc("GET /v1/settle", s.guard(read, s.settle))
 	mux.HandleFunc("GET /metrics", s.guard(read, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
@@ -158,25 +160,34 @@ func (s *Server) guard(need access, h http.HandlerFunc) http.HandlerFunc {
 }
 
 func (s *Server) eject(w http.ResponseWriter, r *http.Request) {
-	var req EjectRequest
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
 		writeError(w, http.StatusBadRequest, "eject request: "+err.Error())
 		return
 	}
-	if len(req.Targets) == 0 {
-		writeError(w, http.StatusBadRequest, "eject request: no targets")
+	req, timeout, err := ParseEject(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
-	}
-	timeout := min(max(time.Duration(req.Timeout), 0), maxSettle)
-	if timeout == 0 {
-		timeout = 2 * time.Minute
 	}
 	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout + writeTimeout))
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	writeJSON(w, http.StatusOK, s.cfg.Handlers.Eject(ctx, req))
+}
+
+func (s *Server) trigger(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "trigger request: "+err.Error())
+		return
+	}
+	req, err := ParseTrigger(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, s.cfg.Handlers.Trigger(r.Context(), req))
 }
 
 func (s *Server) settle(w http.ResponseWriter, r *http.Request) {

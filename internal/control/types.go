@@ -71,8 +71,9 @@ type MountStatus struct {
 type BrokerStatus struct {
 	URL       string `json:"url"`
 	Connected bool   `json:"connected"`
-	Queue     int    `json:"queue"`
-	Dropped   uint64 `json:"dropped"`
+	Queue     int    `json:"queue"`     // messages waiting in the outbox
+	Published uint64 `json:"published"` // messages the broker acknowledged
+	Dropped   uint64 `json:"dropped"`   // messages that never reached it
 	LastError string `json:"last_error"`
 }
 
@@ -105,6 +106,20 @@ type EjectTarget struct {
 type Holder struct {
 	PID     int    `json:"pid"`
 	Command string `json:"command"`
+}
+
+// TriggerRequest is POST /v1/trigger: make the kernel emit an event for
+// every present device (of a subsystem), like `hotplugd trigger`.
+type TriggerRequest struct {
+	Action    string `json:"action"`    // default add
+	Subsystem string `json:"subsystem"` // "" for every device
+}
+
+// TriggerResult is what a trigger did.
+type TriggerResult struct {
+	Action    string   `json:"action"`
+	Triggered int      `json:"triggered"`        // devices whose uevent file took the action
+	Errors    []string `json:"errors,omitempty"` // the first few failures
 }
 
 // ReloadResult is POST /v1/reload: the rules in force after it.

@@ -378,6 +378,8 @@ type amConfig struct {
 	actions []string
 	// group is settings.control.group.
 	group string
+	// settings are extra YAML lines under settings, indented by two.
+	settings []string
 }
 
 // amRuleName is the name of the test rules' automount rule.
@@ -394,6 +396,9 @@ func (c amConfig) rules(root, stateDir string) string {
 	fmt.Fprintf(&b, "settings:\n  source: kernel\n  coldplug: %t\n  mount_root: %s\n  state_dir: %s\n",
 		c.coldplug, strconv.Quote(root), strconv.Quote(stateDir))
 	fmt.Fprintf(&b, "  control: {socket: %s, group: %s}\n", strconv.Quote(filepath.Join(filepath.Dir(stateDir), "control")), strconv.Quote(c.group))
+	for _, line := range c.settings {
+		fmt.Fprintf(&b, "  %s\n", line)
+	}
 	fmt.Fprintf(&b, "rules:\n  - name: %s\n    match: >\n", amRuleName)
 	fmt.Fprintf(&b, "      action == \"add\" && subsystem == \"block\" && fs.usage == \"filesystem\"\n")
 	fmt.Fprintf(&b, "      && (%s)\n", strings.Join(scope, " || "))

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hotplugd/hotplugd/internal/mqtttest"
 )
 
 // probeSocket receives the datagrams of testdata/latencyprobe: "UUID
@@ -146,21 +148,32 @@ func uint64File(b *testing.B, path string) uint64 {
 // (ENOBUFS) reports and the listener's drops, the daemon's peak RSS
 // (VmHWM) and the CPU time it spent per event (user+system, which other
 // load on the machine does not inflate the way it does the rates).
+//
+// The .../mqtt variants run the same storms with settings.mqtt sending
+// every event (events: all) to a local mosquitto through the outbox:
+// what publishing costs the handling of events.
 func BenchmarkStorm(b *testing.B) {
 	for _, rules := range []string{"prefiltered", "evaluated"} {
 		for _, mode := range []string{"live", "backlog"} {
-			b.Run(rules+"/"+mode, func(b *testing.B) { benchStorm(b, rules == "evaluated", mode == "backlog") })
+			b.Run(rules+"/"+mode, func(b *testing.B) { benchStorm(b, rules == "evaluated", mode == "backlog", false) })
+			if rules == "prefiltered" {
+				b.Run(rules+"/"+mode+"/mqtt", func(b *testing.B) { benchStorm(b, false, mode == "backlog", true) })
+			}
 		}
 	}
 }
 
-func benchStorm(b *testing.B, evaluate, backlog bool) {
+func benchStorm(b *testing.B, evaluate, backlog, mqtt bool) {
 	const storm = 100_000
 	bin, probe := needBinary(b), needProbe(b)
 	dir := b.TempDir()
 	ps := newProbeSocket(b)
 	rulesPath := filepath.Join(dir, "rules.yaml")
-	writeRules(b, rulesPath, "", stormRules(probe, ps.path, evaluate)...)
+	settings := ""
+	if mqtt {
+		settings = mqttSetting(mqtttest.Start(b, mqtttest.Options{}).URL(), dir, "events: all", "queue_max: 1000000")
+	}
+	writeRules(b, rulesPath, settings, stormRules(probe, ps.path, evaluate)...)
 	d := startDaemon(b, bin, rulesPath)
 	d.ready(b)
 	f, err := os.OpenFile(loUevent, os.O_WRONLY, 0)
@@ -259,14 +272,18 @@ func cpuTime(b *testing.B, pid int) time.Duration {
 //   - main-p50-µs, main-p99-µs: to the first thing the action program
 //     itself does (testdata/latencyprobe reads the clock while Go
 //     initialises its packages), which adds the Go runtime's start-up.
-func BenchmarkLatency(b *testing.B) {
+func BenchmarkLatency(b *testing.B) { benchLatency(b, func(string) string { return "" }) }
+
+// benchLatency is BenchmarkLatency with the settings lines settings
+// returns for the daemon's directory.
+func benchLatency(b *testing.B, settings func(dir string) string) {
 	const samples = 200
 	bin, probe := needBinary(b), needProbe(b)
 	dir := b.TempDir()
 	tag := newTag()
 	ps := newProbeSocket(b)
 	rulesPath := filepath.Join(dir, "rules.yaml")
-	writeRules(b, rulesPath, "", rule{name: "probe", match: loMatch(tag), argv: []string{probe, ps.path}})
+	writeRules(b, rulesPath, settings(dir), rule{name: "probe", match: loMatch(tag), argv: []string{probe, ps.path}})
 	d := startDaemon(b, bin, rulesPath)
 	execs := watchExecs(b, d.pid())
 	d.ready(b)

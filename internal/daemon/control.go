@@ -58,6 +58,7 @@ func (h controlHandlers) Status() control.Status {
 	d.mu.Lock()
 	s.LastError = d.lastErr
 	d.mu.Unlock()
+	s.Broker = d.brokerStatus()
 	return s
 }
 
@@ -132,6 +133,7 @@ func (h controlHandlers) Eject(ctx context.Context, req control.EjectRequest) co
 			"lazy", t.Lazy, "powered_off", t.PoweredOff, "err", t.Error)
 		res.Targets = append(res.Targets, t)
 	}
+	d.mountsChanged()
 	return res
 }
 
@@ -179,6 +181,36 @@ func (d *daemon) ejectOne(ctx context.Context, target string, req control.EjectR
 		t.PoweredOff = true
 	}
 	return t
+}
+
+// maxTriggerErrors bounds the failures a trigger reports.
+const maxTriggerErrors = 20
+
+// Trigger is POST /v1/trigger (and the broker's cmd/trigger): it asks
+// the kernel to emit an event for every present device of the
+// subsystem, as `hotplugd trigger` does; the events then come as any.
+func (h controlHandlers) Trigger(ctx context.Context, req control.TriggerRequest) control.TriggerResult {
+	d := h.d
+	res := control.TriggerResult{Action: req.Action}
+	evs, err := d.devs.Enumerate(req.Subsystem)
+	if err != nil {
+		res.Errors = append(res.Errors, err.Error())
+	}
+	for _, ev := range evs {
+		if ctx.Err() != nil {
+			res.Errors = append(res.Errors, ctx.Err().Error())
+			break
+		}
+		if err := d.devs.Trigger(ev.DevPath, req.Action); err != nil {
+			if len(res.Errors) < maxTriggerErrors {
+				res.Errors = append(res.Errors, err.Error())
+			}
+			continue
+		}
+		res.Triggered++
+	}
+	d.log.Info("trigger", "action", req.Action, "subsystem", req.Subsystem, "triggered", res.Triggered, "failed", len(res.Errors))
+	return res
 }
 
 // leftBehind counts the processes of stopped actions and probes that did

@@ -17,6 +17,7 @@ import (
 	"github.com/hotplugd/hotplugd/internal/actions/notify"
 	"github.com/hotplugd/hotplugd/internal/actions/run"
 	"github.com/hotplugd/hotplugd/internal/actions/scope"
+	"github.com/hotplugd/hotplugd/internal/broker"
 	"github.com/hotplugd/hotplugd/internal/control"
 	"github.com/hotplugd/hotplugd/internal/device"
 	"github.com/hotplugd/hotplugd/internal/host"
@@ -103,7 +104,8 @@ type daemon struct {
 	inflight inflight
 	metrics  *metrics.Registry
 	control  *control.Server
-	extra    *exposition // metrics on TCP and in a textfile, when set
+	extra    *exposition    // metrics on TCP and in a textfile, when set
+	broker   *broker.Client // settings.mqtt's, nil without one
 
 	startedAt time.Time
 	reloadMu  sync.Mutex // one load of the rules file at a time
@@ -174,7 +176,10 @@ func newDaemon(cfg Config) (_ *daemon, err error) {
 	if d.devs, err = device.New(device.Config{Roots: cfg.Roots, Logger: d.log}); err != nil {
 		return nil, err
 	}
-	d.deps = newDeps(settings, cfg.Roots, d.log)
+	if err := d.openBroker(settings); err != nil {
+		return nil, err
+	}
+	d.deps = newDeps(settings, cfg.Roots, d.log, d.notifyPublisher())
 	if errors.Is(d.deps.MountErr, mount.ErrLocked) {
 		return nil, d.deps.MountErr
 	}
@@ -206,10 +211,10 @@ func (d *daemon) listenControl(c rules.ControlSettings) (*control.Server, error)
 
 // newDeps makes the actions' executors. Mounting needs root; as another
 // user everything else works for what that user may do.
-func newDeps(s rules.Settings, roots host.Roots, log *slog.Logger) *actions.Deps {
+func newDeps(s rules.Settings, roots host.Roots, log *slog.Logger, mqtt notify.Publisher) *actions.Deps {
 	scopes := scope.New(roots, log)
 	deps := &actions.Deps{Log: log, Runner: &run.Runner{Log: log},
-		Notifier: notify.NewNotifier(notify.NotifierConfig{Log: log, Scopes: scopes})}
+		Notifier: notify.NewNotifier(notify.NotifierConfig{Log: log, Scopes: scopes, MQTT: mqtt})}
 	if uid := os.Geteuid(); uid != 0 {
 		deps.MountErr = fmt.Errorf("hotplugd runs as uid %d, and mounting needs root", uid)
 	} else {
@@ -238,6 +243,7 @@ func (d *daemon) close() {
 			d.deps.Mounter.Close()
 		}
 	}
+	d.closeBroker()
 	if d.devs != nil {
 		d.devs.Close()
 	}
@@ -285,6 +291,7 @@ func (d *daemon) load(old *ruleState) (*ruleState, error) {
 		if a.Source != b.Source || a.Workers != b.Workers || a.MountRoot != b.MountRoot || a.StateDir != b.StateDir || a.Coldplug != b.Coldplug || a.Network != b.Network {
 			d.log.Warn("source, workers, coldplug, network, mount_root and state_dir take effect at the next start; the rest is in force now")
 		}
+		d.warnMQTTReload(a.MQTT, b.MQTT)
 	}
 	return st, nil
 }

@@ -42,6 +42,9 @@ func (d *daemon) handle(ctx context.Context, ev *uevent.Event) {
 	buf := d.matched.Get().(*[]*rules.Rule)
 	defer func() { clear(*buf); d.matched.Put(buf) }()
 	*buf = st.rs.AppendMatched((*buf)[:0], ev, dev)
+	if d.broker.Wants(len(*buf)) {
+		d.broker.Event(ev, *buf) // to the outbox: never waits for the broker
+	}
 	if len(*buf) > 0 || ev.Action == "remove" && ev.Subsystem == "block" {
 		end := d.inflight.begin(ev, *buf)
 		st.acts.Run(d.actx, ev, dev, *buf, eventObserver{d: d, ev: ev})
@@ -63,6 +66,9 @@ func (o eventObserver) Matched(r *rules.Rule) {
 }
 
 func (o eventObserver) Did(r *rules.Rule, st actions.Step, err error) {
+	if st.Kind == "mount" || st.Kind == "unmount" {
+		defer o.d.mountsChanged()
+	}
 	if r == nil { // the unmount of a removed device: only its failure counts as an action's
 		result := "ok"
 		if err != nil {

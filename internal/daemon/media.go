@@ -35,6 +35,7 @@ func (d *daemon) mediaGone(ev *uevent.Event) {
 		}
 		d.metrics.Rule(removalRule).Action("unmount", result, time.Since(start))
 	}
+	d.mountsChanged()
 }
 
 // mediaArrived runs a new medium through the rules as the "add" of its

@@ -59,6 +59,7 @@ func (d *daemon) registerMetrics() {
 	}, "hotplugd_config_last_reload_successful")
 	m.Gauge(func() float64 { return float64(d.configStatus().LoadedAt.UnixNano()) / 1e9 },
 		"hotplugd_config_last_reload_success_timestamp_seconds")
+	d.registerBrokerMetrics()
 }
 
 func (d *daemon) mountCount() int {

@@ -156,4 +156,5 @@ func (d *daemon) reconcileMounts(ctx context.Context) {
 	if len(rep.Kept)+len(rep.Cleaned)+len(rep.Failed) > 0 {
 		d.log.Info("mounts reconciled", "kept", len(rep.Kept), "cleaned", len(rep.Cleaned), "failed", len(rep.Failed))
 	}
+	d.mountsChanged()
 }

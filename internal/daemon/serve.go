@@ -46,6 +46,7 @@ func (d *daemon) start(ctx context.Context) *serving {
 	if d.deps.Mounter != nil {
 		d.reconcileMounts(ctx)
 	}
+	d.startBroker()
 	s.intake, s.stopIntake = context.WithCancel(ctx)
 	d.disp = newDispatcher(settings.Workers, d.cfg.QueueMax, d.handle)
 	s.stopWake = d.disp.wakeOnDone(s.intake)

@@ -343,7 +343,7 @@ func (l *loader) user(n *yaml.Node, what string) *User {
 }
 
 var settingKeys = []string{"source", "coldplug", "workers", "action_timeout", "mount_root", "state_dir", "log_level",
-	"control", "metrics", "network"}
+	"control", "metrics", "network", "mqtt"}
 
 func (l *loader) loadSettings(n *yaml.Node) Settings {
 	s := DefaultSettings()
@@ -409,6 +409,9 @@ func (l *loader) loadSettings(n *yaml.Node) Settings {
 		if b, ok := l.boolean(v.val, "network"); ok {
 			s.Network = b
 		}
+	}
+	if v, ok := f["mqtt"]; ok {
+		s.MQTT = l.loadMQTT(v.val)
 	}
 	return s
 }
@@ -913,7 +916,7 @@ func (l *loader) loadNotify(n *yaml.Node, pos Pos) *NotifySpec {
 
 func (l *loader) loadTarget(n *yaml.Node, i int) Target {
 	if n.Kind != yaml.MappingNode || len(n.Content) != 2 {
-		l.errAt(n, "targets[%d] must be a mapping with one key: log, webhook or desktop", i)
+		l.errAt(n, "targets[%d] must be a mapping with one key: log, webhook, desktop or mqtt", i)
 		return nil
 	}
 	k, v := n.Content[0], n.Content[1]
@@ -926,8 +929,10 @@ func (l *loader) loadTarget(n *yaml.Node, i int) Target {
 		return &DesktopTarget{}
 	case "webhook":
 		return l.loadWebhook(v, k)
+	case "mqtt":
+		return l.loadMQTTTarget(v, k)
 	}
-	l.errAt(k, "unknown target %q (want log, webhook or desktop)", k.Value)
+	l.errAt(k, "unknown target %q (want log, webhook, desktop or mqtt)", k.Value)
 	return nil
 }
 

@@ -350,7 +350,7 @@ var parseErrorTests = []struct {
 		"bad targets",
 		"rules:\n  - name: a\n    match: 'true'\n    actions:\n      - notify:\n          message: hi\n          targets:\n            - email: {to: root}\n            - webhook: {url: 'ftp://example.com/x'}\n            - webhook: {url: 'http://h/', max_attempts: 0, headers: {'Bad Name': x, X-Ok: \"a\\nb\"}}\n            - webhook: {timeout: 1s}\n",
 		[]string{
-			`t.yaml:8:15: rule "a": unknown target "email" (want log, webhook or desktop)`,
+			`t.yaml:8:15: rule "a": unknown target "email" (want log, webhook, desktop or mqtt)`,
 			`t.yaml:9:30: rule "a": url "ftp://example.com/x" must start with http:// or https:// and name a host`,
 			`t.yaml:10:57: rule "a": max_attempts must be a whole number from 1 to 20`,
 			`t.yaml:10:70: rule "a": headers: "Bad Name" is not a header name`,
@@ -368,7 +368,7 @@ var parseErrorTests = []struct {
 			`t.yaml:5:15: mount_root must be an absolute path, not "media"`,
 			`t.yaml:6:14: state_dir "/run/../tmp" is not a clean path (did you mean "/tmp"?)`,
 			`t.yaml:7:14: log_level must be debug, info, warn or error, not "verbose"`,
-			`t.yaml:8:3: unknown key "logfile" in settings (want source, coldplug, workers, action_timeout, mount_root, state_dir, log_level, control, metrics, network)`,
+			`t.yaml:8:3: unknown key "logfile" in settings (want source, coldplug, workers, action_timeout, mount_root, state_dir, log_level, control, metrics, network, mqtt)`,
 		},
 	},
 	{

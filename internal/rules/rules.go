@@ -53,7 +53,8 @@ type Settings struct {
 	LogLevel      slog.Level
 	Control       ControlSettings
 	Metrics       MetricsSettings
-	Network       bool // also listen to NETLINK_ROUTE: links and addresses
+	Network       bool          // also listen to NETLINK_ROUTE: links and addresses
+	MQTT          *MQTTSettings // nil: no broker
 }
 
 // ControlSettings are settings.control.
@@ -192,10 +193,10 @@ func (s *UnmountSpec) Position() Pos { return s.Pos }
 func (s *NotifySpec) Position() Pos { return s.Pos }
 
 // Target is where a notification goes besides the log: *LogTarget,
-// *WebhookTarget or *DesktopTarget.
+// *WebhookTarget, *DesktopTarget or *MQTTTarget.
 type Target interface {
-	// Kind is the target's key in the rules file: log, webhook or
-	// desktop.
+	// Kind is the target's key in the rules file: log, webhook,
+	// desktop or mqtt.
 	Kind() string
 }
 

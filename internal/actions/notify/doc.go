@@ -2,7 +2,9 @@
 // targets besides the log: webhooks (a JSON document POSTed with retries
 // and backoff) and desktop sessions. Each target has a bounded queue and
 // at most one worker, so a dead webhook or a hung desktop fills its own
-// queue and drops, counted, while events and other targets go on.
+// queue and drops, counted, while events and other targets go on. The
+// mqtt target hands the webhook's document to the broker's outbox
+// (Publisher), which never waits either.
 //
 // Desktop notifications go through a helper process, and here is why.
 //

@@ -67,6 +67,9 @@ type NotifierConfig struct {
 	// Scopes starts the desktop helper in a scope of the session user's
 	// slice under systemd; nil starts it in the daemon's cgroup.
 	Scopes *scope.Starter
+	// MQTT publishes the mqtt target's notifications (the broker's
+	// client); nil when settings.mqtt configures no broker.
+	MQTT Publisher
 
 	// helperArgs are the arguments of the desktop helper after argv[0];
 	// tests point the re-executed test binary at its helper test.
@@ -309,6 +312,16 @@ func (q *notifyQueue) work() {
 	}
 }
 
+// Publisher hands a notification's document to the MQTT broker's
+// outbox, for its topic notify/<rule>; it must not wait for the broker.
+type Publisher interface {
+	PublishNotify(rule string, doc []byte)
+}
+
+// ErrNoBroker: a rule names the mqtt target, and the daemon started
+// without settings.mqtt.
+var ErrNoBroker = errors.New("the mqtt target needs settings.mqtt when the daemon starts (restart it)")
+
 // ErrNoNotifier is a programming error: a sender with targets besides
 // the log was built without a Notifier.
 var ErrNoNotifier = errors.New("webhook and desktop targets need a Notifier")
@@ -338,6 +351,7 @@ type Sender struct {
 	log      *slog.Logger
 	webhooks []webhookRoute // one per webhook target, in order
 	desktop  *notifyQueue   // nil without a desktop target
+	mqtt     Publisher      // nil without an mqtt target
 	targets  []string       // for the log
 }
 
@@ -362,6 +376,11 @@ func NewSender(n *Notifier, log *slog.Logger, targets []rules.Target) (*Sender, 
 				return nil, ErrNoNotifier
 			}
 			s.desktop = n.desktop
+		case *rules.MQTTTarget:
+			if n == nil || n.cfg.MQTT == nil {
+				return nil, ErrNoBroker
+			}
+			s.mqtt = n.cfg.MQTT
 		default:
 			return nil, fmt.Errorf("unknown notify target %q", t.Kind())
 		}
@@ -378,13 +397,16 @@ func (s *Sender) Send(ctx context.Context, nt Notification) error {
 	s.log.LogAttrs(ctx, slog.LevelInfo, "notification", slog.String("rule", nt.Rule),
 		slog.String("devpath", nt.Event.DevPath), slog.String("message", nt.Message),
 		slog.Any("targets", s.targets))
-	if len(s.webhooks) > 0 {
+	if len(s.webhooks) > 0 || s.mqtt != nil {
 		body, err := webhookBody(nt, time.Now())
 		if err != nil {
 			return fmt.Errorf("webhook document: %w", err)
 		}
 		for _, w := range s.webhooks {
 			w.queue.push(&notification{rule: nt.Rule, message: nt.Message, webhook: w.target, body: body})
+		}
+		if s.mqtt != nil {
+			s.mqtt.PublishNotify(nt.Rule, body) // the broker's document is the webhook's
 		}
 	}
 	if s.desktop != nil {
