@@ -202,3 +202,21 @@ e2e: deb ## the real-machine suite: USB sticks and systemd in QEMU guests (root,
 	$(MAKE) --no-print-directory build BUILD=static BIN=$(DEBDIR)/static/hotplugd
 	HOTPLUGD_E2E_BIN=$(CURDIR)/$(DEBDIR)/static/hotplugd HOTPLUGD_E2E_DEB=$(CURDIR)/$(DEBDIR)/hotplugd_$(DEB_VERSION)_$(DEB_ARCH).deb \
 		$(GO) test -tags e2e -count=1 -timeout 20m ./internal/e2e/
+
+# The shipped recording of a USB stick (configs/examples/testdata) is
+# made in the shell-mode guest by the suite's TestStickRecording, which
+# also replays it; then each of its expectations is rewritten, with the
+# rules its name gives (RULES--usb-stick.expect.yaml: configs/rules.yaml
+# or configs/examples/RULES.yaml). Review the diff before committing it.
+STICK_RECORDING := configs/examples/testdata/usb-stick.jsonl
+.PHONY: record-stick
+
+record-stick: ## re-record configs/examples/testdata/usb-stick.jsonl in a QEMU guest, rewrite its expectations (root, ~1 min)
+	$(MAKE) --no-print-directory build BUILD=static BIN=$(DISTDIR)/static/hotplugd
+	HOTPLUGD_E2E_BIN=$(CURDIR)/$(DISTDIR)/static/hotplugd HOTPLUGD_E2E_RECORD=$(CURDIR)/$(STICK_RECORDING) \
+		$(GO) test -tags e2e -count=1 -timeout 10m -run '^TestStickRecording$$' ./internal/e2e/
+	@for x in $(dir $(STICK_RECORDING))*--$(notdir $(STICK_RECORDING:.jsonl=)).expect.yaml; do \
+	  r=$${x##*/}; r=$${r%%--*}; c=configs/examples/$$r.yaml; [ "$$r" = rules ] && c=configs/rules.yaml; \
+	  echo "$(DISTDIR)/static/hotplugd test --config $$c --replay $(STICK_RECORDING) --expect $$x --update"; \
+	  $(DISTDIR)/static/hotplugd test --config $$c --replay $(STICK_RECORDING) --expect $$x --update || exit 1; \
+	done

@@ -17,4 +17,6 @@
 //	HOTPLUGD_E2E_DEB     the .deb the systemd guest installs (required there)
 //	HOTPLUGD_E2E_KERNEL  the kernel to boot (default: the newest /boot/vmlinuz-*)
 //	HOTPLUGD_E2E_KEEP    when set, keep the work directory (console log, images)
+//	HOTPLUGD_E2E_RECORD  a file TestStickRecording writes its recording to
+//	                     (make record-stick: configs/examples/testdata/usb-stick.jsonl)
 package e2e

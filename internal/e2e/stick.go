@@ -24,6 +24,9 @@ type fsSpec struct {
 	// files are put on the filesystem when it is made, for the
 	// filesystems whose mkfs can (ext4, btrfs, iso9660): name → content.
 	files map[string]string
+	// args are more options of its mkfs ("-i", "1A2B3C4D": a vfat
+	// volume id, which blkid shows as the UUID 1A2B-3C4D).
+	args []string
 }
 
 // stickSpec describes a stick's image.
@@ -144,7 +147,7 @@ func mkfs(t *testing.T, s fsSpec, target string) {
 	default:
 		t.Fatalf("no mkfs for %s", s.fs)
 	}
-	looptest.Run(t, tool, append(args, target)...)
+	looptest.Run(t, tool, append(append(args, s.args...), target)...)
 	if len(s.files) > 0 && s.fs != "ext4" && s.fs != "btrfs" {
 		t.Fatalf("files on %s are not supported", s.fs)
 	}

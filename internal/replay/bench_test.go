@@ -30,18 +30,19 @@ const benchRules = stickRules + `
     match: subsystem == "net" && env.INTERFACE != "lo"
 `
 
-// manyEvents makes a recording of n events: the stick's plug and pull
-// over and over, on 64 loop devices, with rising sequence numbers.
+// manyEvents makes a recording of n events: the loop image's partition
+// added and removed over and over, on 64 loop devices, with rising
+// sequence numbers.
 func manyEvents(b *testing.B, n int) []byte {
 	b.Helper()
-	f, err := os.Open(stick)
+	f, err := os.Open(loopImage)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer f.Close()
 	var lines []string
 	var seqnums []uint64
-	for rd := NewReader(f, stick); ; {
+	for rd := NewReader(f, loopImage); ; {
 		ev, err := rd.Next()
 		if errors.Is(err, io.EOF) {
 			break

@@ -10,8 +10,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// check replays the stick through rulesText against the expectations at
-// path, and returns the diffs and the error of Finish.
+// check replays the loop image through rulesText against the
+// expectations at path, and returns the diffs and the error of Finish.
 func check(t *testing.T, rulesText, path string) ([]string, error) {
 	t.Helper()
 	x, err := ReadExpectations(path)
@@ -19,7 +19,7 @@ func check(t *testing.T, rulesText, path string) ([]string, error) {
 		t.Fatal(err)
 	}
 	var diffs []string
-	for _, o := range replayFile(t, loadRules(t, rulesText), stick) {
+	for _, o := range replayFile(t, loadRules(t, rulesText), loopImage) {
 		if d := x.Check(&o); d != nil {
 			diffs = append(diffs, d.String())
 		}
@@ -30,7 +30,7 @@ func check(t *testing.T, rulesText, path string) ([]string, error) {
 func update(t *testing.T, rulesText, path string) {
 	t.Helper()
 	u := NewUpdater()
-	for _, o := range replayFile(t, loadRules(t, rulesText), stick) {
+	for _, o := range replayFile(t, loadRules(t, rulesText), loopImage) {
 		u.Add(o)
 	}
 	if err := u.Write(path); err != nil {
@@ -42,8 +42,8 @@ func update(t *testing.T, rulesText, path string) {
 // agree; a changed match makes the check fail with a diff naming the
 // event and the rule; --update again agrees, and keeps the comment.
 func TestExpectUpdateThenDiff(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "stick.expect.yaml")
-	if err := os.WriteFile(path, []byte("# The stick of the example.\n\nevents: []\n"), 0o644); err != nil {
+	path := filepath.Join(t.TempDir(), "loop-image.expect.yaml")
+	if err := os.WriteFile(path, []byte("# The loop image of the example.\n\nevents: []\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	update(t, stickRules, path)
@@ -69,7 +69,7 @@ func TestExpectUpdateThenDiff(t *testing.T) {
 	if diffs, err := check(t, changed, path); len(diffs) > 0 || err != nil {
 		t.Errorf("after the second --update: %v, diffs:\n%s", err, strings.Join(diffs, ""))
 	}
-	if b, _ := os.ReadFile(path); !strings.HasPrefix(string(b), "# The stick of the example.\n\nevents:\n  - seqnum: ") {
+	if b, _ := os.ReadFile(path); !strings.HasPrefix(string(b), "# The loop image of the example.\n\nevents:\n  - seqnum: ") {
 		t.Errorf("the update lost the comment:\n%s", b)
 	}
 }

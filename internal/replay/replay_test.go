@@ -13,8 +13,12 @@ import (
 )
 
 // stick is the shipped recording of a USB stick plugged in and pulled
-// out (now a loop device standing in for one; see its comment).
-const stick = "../../configs/examples/testdata/usb-stick.jsonl"
+// out, made in the real-machine suite's guest; loopImage that of a disk
+// image's partition on a loop device, added and removed.
+const (
+	stick     = "../../configs/examples/testdata/usb-stick.jsonl"
+	loopImage = "../../configs/examples/testdata/loop-image.jsonl"
+)
 
 // stickRules mount whatever filesystem is added, say so, and say which
 // label is removed.

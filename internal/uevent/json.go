@@ -137,9 +137,10 @@ func (r Recording) MarshalJSON() ([]byte, error) {
 }
 
 // UnmarshalJSON decodes a `monitor --json --walk` object strictly: a
-// field it does not know is an error, and so is anything after the
-// object (b can be a line of a recording, not only what json.Unmarshal
-// has checked), every check of Event.UnmarshalJSON
+// field it does not know is an error, a name spelled otherwise than the
+// field's ("Action") too, and so is anything after the object (b can be
+// a line of a recording, not only what json.Unmarshal has checked),
+// every check of Event.UnmarshalJSON
 // applies, and the walk must lead from the event's device up through its
 // parents. An object without a sequence number (written by hand) gets
 // SEQNUM 0.
@@ -154,6 +155,9 @@ func (r *Recording) UnmarshalJSON(b []byte) error {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("data after the object")
+	}
+	if err := checkKeys(b, recordingKeys); err != nil {
+		return err
 	}
 	ev, err := j.event(true)
 	if err != nil {

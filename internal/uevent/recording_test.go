@@ -91,6 +91,15 @@ func TestRecordingErrors(t *testing.T) {
 		{"unknown field", head + `,"colour":"red"}`, `unknown field "colour"`, nil},
 		{"unknown field of a walk device", head + `,"walk":[{"devpath":"/devices/virtual/block/loop0/loop0p1","attrs":{},"x":1}]}`, `unknown field "x"`, nil},
 		{"unknown field of fs", head + `,"fs":{"kind":"ext4"}}`, `unknown field "kind"`, nil},
+		// encoding/json would take these for action, seqnum, label and
+		// driver.
+		{"a name in another case", `{"ACtion":"add","devpath":"/devices/virtual/block/loop0/loop0p1","subsystem":"block"}`,
+			`unknown field "ACtion": the field is "action"`, nil},
+		{"a name twice, in two cases", head + `,"Action":"remove"}`, `unknown field "Action": the field is "action"`, nil},
+		{"a name folded", head + `,"ſeqnum":7}`, `unknown field "ſeqnum": the field is "seqnum"`, nil},
+		{"a name of fs in another case", head + `,"fs":{"type":"vfat","Label":"X"}}`, `unknown field "Label" in fs: the field is "label"`, nil},
+		{"a name of a walk device in another case", head + `,"walk":[{"devpath":"/devices/virtual/block/loop0/loop0p1","attrs":{}},` +
+			`{"devpath":"/devices/virtual/block/loop0","attrs":{},"DRIVER":""}]}`, `unknown field "DRIVER" in walk[1]: the field is "driver"`, nil},
 		{"truncated", head[:40], "unexpected end of JSON input", nil},
 		{"not an event", `{"seqnum":3}`, "no ACTION", ErrNoAction},
 		{"walk of another device", head + `,"walk":[{"devpath":"/devices/virtual/block/loop1","attrs":{}}]}`, "not the event's device", ErrBadWalk},
@@ -111,6 +120,15 @@ func TestRecordingErrors(t *testing.T) {
 	var r Recording // a hand-written recording has no sequence number
 	if err := json.Unmarshal([]byte(head+`}`), &r); err != nil || r.Event.Seqnum != 0 {
 		t.Errorf("without seqnum: %v, %+v", err, r.Event)
+	}
+	// Names written with escapes are their values; the keys of env,
+	// links and attrs are the device's, in any case.
+	exact := `{"\u0061ction":"add", "devpath":"/devices/virtual/block/loop0/loop0p1", "subsystem":"block",` +
+		`"env":{"Action":"x","id_fs_label":"y"}, "fs":{"label":"z"}, "walk":[{"devpath":"/devices/virtual/block/loop0/loop0p1",` +
+		`"links":{"Holder":"/devices/virtual/block/loop0"},"attrs":{"Size":"1","queue/Rotational":"0"}},` +
+		`{"devpath":"/devices/virtual/block/loop0","attrs":{}}]}`
+	if err := json.Unmarshal([]byte(exact), &r); err != nil || r.Event.Env()["Action"] != "x" || r.Walk[0].Attrs["Size"] != "1" || r.FS.Label != "z" {
+		t.Errorf("%s: %v, %+v", exact, err, r)
 	}
 }
 
@@ -137,8 +155,7 @@ func FuzzAttrs(f *testing.F) {
 }
 
 // FuzzRecording: what decodes as a recording encodes back to one that
-// decodes the same. (Keys match their fields case-insensitively, as
-// encoding/json matches them.)
+// decodes the same.
 func FuzzRecording(f *testing.F) {
 	data, err := os.ReadFile("../../configs/examples/testdata/usb-stick.jsonl")
 	if err != nil {

@@ -2,8 +2,6 @@ package uevent
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -61,15 +59,7 @@ func TestFromArgs(t *testing.T) {
 // FuzzParseText: whatever ParseText accepts is an event Parse accepts in
 // the kernel's format (when it fits one), with the same properties.
 func FuzzParseText(f *testing.F) {
-	files, err := filepath.Glob("testdata/*")
-	if err != nil {
-		f.Fatal(err)
-	}
-	for _, name := range files {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, b := range captures(f) {
 		f.Add(b)
 	}
 	f.Add([]byte("# hand-written\nremove@/devices/a\nSUBSYSTEM=usb\nX=a=b@c\n"))

@@ -24,6 +24,27 @@ func capture(t testing.TB, name string) []byte {
 	return b
 }
 
+// captures returns every capture of testdata, as its fuzz targets' seeds:
+// the kernel's messages (*.kernel) and udevd's (*.udev). Only those:
+// testdata/fuzz holds what go test -fuzz found.
+func captures(t testing.TB) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for _, pattern := range []string{"*.kernel", "*.udev"} {
+		names, err := filepath.Glob(filepath.Join("testdata", pattern))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range names {
+			out = append(out, capture(t, filepath.Base(name)))
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no captures in testdata")
+	}
+	return out
+}
+
 func props(kv ...string) []Property {
 	var ps []Property
 	for _, s := range kv {
@@ -381,15 +402,7 @@ func TestJSONEscapesDeviceStrings(t *testing.T) {
 }
 
 func FuzzParse(f *testing.F) {
-	files, err := filepath.Glob("testdata/*")
-	if err != nil {
-		f.Fatal(err)
-	}
-	for _, name := range files {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, b := range captures(f) {
 		f.Add(b)
 	}
 	f.Add(kernelMsg("add@/devices/x", "ACTION=add", "DEVPATH=/devices/x", "SUBSYSTEM=net", "SEQNUM=1", "A=b=c"))

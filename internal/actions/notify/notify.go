@@ -435,17 +435,9 @@ type webhookEvent struct {
 	DevNode   string            `json:"devnode"`
 	Seqnum    uint64            `json:"seqnum"`
 	Source    string            `json:"source"`
-	FS        webhookFS         `json:"fs"`
+	FS        uevent.FS         `json:"fs"` // the keys of a recording's fs
 	Env       map[string]string `json:"env"`
 	MountPath string            `json:"mount_path,omitempty"`
-}
-
-type webhookFS struct {
-	Type    string `json:"type"`
-	Label   string `json:"label"`
-	UUID    string `json:"uuid"`
-	Usage   string `json:"usage"`
-	Version string `json:"version"`
 }
 
 // webhookBody builds the document of one notification.
@@ -468,7 +460,7 @@ func webhookBody(nt Notification, now time.Time) ([]byte, error) {
 			DevNode:   nt.DevNode,
 			Seqnum:    ev.Seqnum,
 			Source:    string(ev.Source),
-			FS:        webhookFS{Type: fs.Type, Label: fs.Label, UUID: fs.UUID, Usage: fs.Usage, Version: fs.Version},
+			FS:        fs,
 			Env:       ev.Env(),
 			MountPath: nt.MountPath,
 		},

@@ -325,6 +325,42 @@ rules:
 	}
 }
 
+// TestWebhookBodyBytes: the document's bytes, its keys in their order;
+// fs has all five keys, set or not.
+func TestWebhookBodyBytes(t *testing.T) {
+	ev := testEvent(t, "ACTION=add", "DEVPATH=/devices/x/block/sdb/sdb1", "SUBSYSTEM=block", "DEVNAME=sdb1",
+		"DEVTYPE=partition", "SEQNUM=5187")
+	now := time.Date(2025, 1, 2, 3, 4, 5, 6000, time.UTC)
+	fs := uevent.FS{Type: "vfat", Label: `"}<b>`, UUID: "5E2F-1A3B", Usage: "filesystem", Version: "FAT32"}
+	const head = `{"rule":"usb-stick","message":"Mounted","time":"2025-01-02T03:04:05.000006Z",` +
+		`"event":{"action":"add","devpath":"/devices/x/block/sdb/sdb1","subsystem":"block","devtype":"partition",` +
+		`"devname":"sdb1","devnode":"/dev/sdb1","seqnum":5187,"source":"kernel",`
+	const env = `"env":{"ACTION":"add","DEVNAME":"sdb1","DEVPATH":"/devices/x/block/sdb/sdb1","DEVTYPE":"partition",` +
+		`"SEQNUM":"5187","SUBSYSTEM":"block"}`
+	for _, tt := range []struct {
+		name string
+		nt   Notification
+		want string
+	}{
+		{"probed and mounted", Notification{Rule: "usb-stick", Message: "Mounted", Event: ev, DevNode: "/dev/sdb1",
+			FS: func() uevent.FS { return fs }, MountPath: "/media/STICK"},
+			head + `"fs":{"type":"vfat","label":"\"}\u003cb\u003e","uuid":"5E2F-1A3B","usage":"filesystem","version":"FAT32"},` +
+				env + `,"mount_path":"/media/STICK"}}`},
+		{"no filesystem", Notification{Rule: "usb-stick", Message: "Mounted", Event: ev, DevNode: "/dev/sdb1"},
+			head + `"fs":{"type":"","label":"","uuid":"","usage":"","version":""},` + env + `}}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := webhookBody(tt.nt, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, string(b)); diff != "" {
+				t.Errorf("document (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestWebhookRetries(t *testing.T) {
 	tests := []struct {
 		name     string
