@@ -39,7 +39,7 @@ func TestCheck(t *testing.T) {
 			bad + ":2:12: workers must be a whole number from 1 to 1024\n" +
 				bad + ":5:12: rule \"a\": match: unknown name nope\n" +
 				bad + ":6:11: rule \"a\": duplicate rule name (first at line 4)\n" +
-				bad + ":8:16: rule \"a\": unknown action \"exec\" (want run, mount, unmount or notify)\n"},
+				bad + ":8:16: rule \"a\": unknown action \"exec\" (want run, mount, unmount, notify or unlock)\n"},
 		{"writable by others", []string{"check", "--config", open}, 0, open + ": ok, 0 rules\n",
 			open + ": warning: file " + open + " is writable by its group and others (mode 0666); the daemon, as root, will refuse it\n"},
 		{"missing", []string{"check", "--config", filepath.Join(dir, "nope.yaml")}, 1, "",
