@@ -53,11 +53,19 @@ func (a *mountAction) Do(ctx context.Context, c *Context) (Step, error) {
 	if a.deps.Mounter == nil {
 		return st, fmt.Errorf("%w: %v", errNoMounter, a.deps.MountErr)
 	}
-	dev, err := deviceOf(c)
+	dev, err := a.device(ctx, c)
 	if err != nil {
 		return st, err
 	}
+	st.Devnode = dev.Devnode
 	if a.deps.PlanOnly {
+		if c.Unlocked != nil && dev.Major == 0 && dev.Minor == 0 {
+			// A dry run opens nothing: what is inside is known once
+			// the device is unlocked.
+			st.MountPath = filepath.Join(a.deps.Mounter.Root(), planMountPoint)
+			c.setMountPath(st.MountPath)
+			return st, nil
+		}
 		p, err := a.deps.Mounter.Plan(dev, a.request(c.Rule))
 		if err != nil {
 			return st, err
@@ -86,14 +94,14 @@ type unmountAction struct{ deps *Deps }
 
 func newUnmount(_ rules.Action, deps *Deps) (Action, error) { return &unmountAction{deps: deps}, nil }
 
-// Do unmounts what hotplugd mounted for the event's device; a device it
-// did not mount is not an error. {{ mount.path }} after it is where the
-// filesystem was.
+// Do unmounts what hotplugd mounted for the event's device, and closes
+// the LUKS mappings it opened on it; a device it did not mount is not an
+// error. {{ mount.path }} after it is where the filesystem was.
 func (a *unmountAction) Do(ctx context.Context, c *Context) (Step, error) {
 	if a.deps.Mounter == nil {
 		return Step{Kind: "unmount", Devnode: c.Dev.DevNode()}, fmt.Errorf("%w: %v", errNoMounter, a.deps.MountErr)
 	}
-	st, err := unmountDevice(ctx, a.deps, c)
+	st, err := releaseDevice(ctx, a.deps, c)
 	if err == nil {
 		path := st.MountPath
 		if path == "" && a.deps.PlanOnly {
@@ -102,6 +110,15 @@ func (a *unmountAction) Do(ctx context.Context, c *Context) (Step, error) {
 		c.setMountPath(path)
 	}
 	return st, err
+}
+
+// device is what a mount mounts: the cleartext after an unlock, else the
+// event's device.
+func (a *mountAction) device(ctx context.Context, c *Context) (mount.Device, error) {
+	if c.Unlocked != nil {
+		return cleartextDevice(ctx, a.deps, c.Unlocked)
+	}
+	return deviceOf(c)
 }
 
 // unmountDevice unmounts what hotplugd mounted for the event's device and
@@ -127,13 +144,18 @@ func unmountDevice(ctx context.Context, deps *Deps, c *Context) (Step, error) {
 		return st, err
 	}
 	st.MountPath, st.Lazy = res.Entry.MountPoint, res.Lazy
+	logUnmount(deps, dev.Devnode, res)
+	return st, nil
+}
+
+// logUnmount logs what an unmount of devnode did.
+func logUnmount(deps *Deps, devnode string, res mount.UnmountResult) {
 	if res.Lazy {
-		deps.Log.Warn("removed while in use: lazily unmounted", "devnode", dev.Devnode, "path", res.Entry.MountPoint,
+		deps.Log.Warn("removed while in use: lazily unmounted", "devnode", devnode, "path", res.Entry.MountPoint,
 			"dir_removed", res.DirRemoved)
 	} else {
-		deps.Log.Info("unmounted", "devnode", dev.Devnode, "path", res.Entry.MountPoint, "dir_removed", res.DirRemoved)
+		deps.Log.Info("unmounted", "devnode", devnode, "path", res.Entry.MountPoint, "dir_removed", res.DirRemoved)
 	}
-	return st, nil
 }
 
 // deviceOf describes the event's block device for the mounter.
