@@ -144,7 +144,7 @@ func (h controlHandlers) Eject(ctx context.Context, req control.EjectRequest) co
 		}
 		d.metrics.Counter("hotplugd_ejects_total", "result", result).Inc()
 		d.log.Info("eject", "target", target, "result", result, "unmounted", len(t.Unmounted),
-			"lazy", t.Lazy, "powered_off", t.PoweredOff, "err", t.Error)
+			"lazy", t.Lazy, "closed", t.Closed, "deferred", t.Deferred, "powered_off", t.PoweredOff, "err", t.Error)
 		res.Targets = append(res.Targets, t)
 	}
 	return res
