@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"github.com/hotplugd/hotplugd/internal/actions/mount"
@@ -33,11 +34,16 @@ func newMount(a rules.Action, deps *Deps) (Action, error) {
 	return &mountAction{spec: a.(*rules.MountSpec), deps: deps}, nil
 }
 
-// request is the mount.Request of the action.
-func (a *mountAction) request(rule string) mount.Request {
-	req := mount.Request{Rule: rule, Options: a.spec.Options, Exec: a.spec.Exec}
+// request is the mount.Request of the action. The cleartext of a
+// read-only unlock is a read-only device, which mount(2) takes only with
+// ro.
+func (a *mountAction) request(c *Context) mount.Request {
+	req := mount.Request{Rule: c.Rule, Options: a.spec.Options, Exec: a.spec.Exec}
 	if a.spec.Owner != nil {
 		req.UID, req.GID, req.Owned = a.spec.Owner.UID, a.spec.Owner.GID, true
+	}
+	if c.Unlocked != nil && c.Unlocked.ReadOnly && !slices.Contains(req.Options, "ro") {
+		req.Options = append(slices.Clone(req.Options), "ro")
 	}
 	return req
 }
@@ -66,7 +72,7 @@ func (a *mountAction) Do(ctx context.Context, c *Context) (Step, error) {
 			c.setMountPath(st.MountPath)
 			return st, nil
 		}
-		p, err := a.deps.Mounter.Plan(dev, a.request(c.Rule))
+		p, err := a.deps.Mounter.Plan(dev, a.request(c))
 		if err != nil {
 			return st, err
 		}
@@ -79,7 +85,7 @@ func (a *mountAction) Do(ctx context.Context, c *Context) (Step, error) {
 		ctx, cancel = context.WithTimeout(ctx, a.spec.Timeout)
 		defer cancel()
 	}
-	e, err := a.deps.Mounter.Mount(ctx, dev, a.request(c.Rule))
+	e, err := a.deps.Mounter.Mount(ctx, dev, a.request(c))
 	if err != nil {
 		return st, err
 	}

@@ -50,7 +50,8 @@ func (a *unlockAction) Do(ctx context.Context, c *Context) (Step, error) {
 	req := mount.UnlockRequest{Name: name, Keyfile: a.spec.Keyfile, ReadOnly: a.spec.ReadOnly, Rule: c.Rule, Timeout: a.spec.Timeout}
 	st.Argv = a.deps.Mounter.UnlockArgv(dev, req)
 	if a.deps.PlanOnly {
-		mp := &mount.Mapping{Name: name, Backing: dev, Cleartext: mount.Device{Devnode: a.deps.Mounter.CleartextNode(name)}}
+		mp := &mount.Mapping{Name: name, Backing: dev, Cleartext: mount.Device{Devnode: a.deps.Mounter.CleartextNode(name)},
+			ReadOnly: a.spec.ReadOnly}
 		st.Cleartext = mp.Cleartext.Devnode
 		c.setUnlocked(mp)
 		return st, nil

@@ -207,3 +207,16 @@ func TestUnlockMountRemove(t *testing.T) {
 		t.Error("the mapping was not closed")
 	}
 }
+
+// TestMountReadOnlyUnlock: the mount after a read-only unlock asks for
+// ro, which mount(2) needs on a read-only device; other mounts do not.
+func TestMountReadOnlyUnlock(t *testing.T) {
+	a := &mountAction{spec: &rules.MountSpec{Options: []string{"noatime"}}}
+	ro := a.request(&Context{Rule: "r", Unlocked: &mount.Mapping{ReadOnly: true}})
+	rw := a.request(&Context{Rule: "r", Unlocked: &mount.Mapping{}})
+	plain := a.request(&Context{Rule: "r"})
+	if !cmp.Equal(ro.Options, []string{"noatime", "ro"}) || !cmp.Equal(rw.Options, []string{"noatime"}) ||
+		!cmp.Equal(plain.Options, []string{"noatime"}) || !cmp.Equal(a.spec.Options, []string{"noatime"}) {
+		t.Errorf("options: read-only unlock %q, unlock %q, no unlock %q; the rule's now %q", ro.Options, rw.Options, plain.Options, a.spec.Options)
+	}
+}
