@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hotplugd/hotplugd/internal/keyfile/keytest"
 	"github.com/hotplugd/hotplugd/internal/rules"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
@@ -25,9 +26,11 @@ func (d device) HasParent(subsystem, _ string) bool { return subsystem == "usb" 
 func (d device) FS() uevent.FS                      { return d.fs }
 func (d device) DevNode() string                    { return "" }
 
+// load loads a rules file; the keyfiles it names are made for the test
+// (keytest.Rules).
 func load(t *testing.T, path string) *rules.RuleSet {
 	t.Helper()
-	rs, err := rules.Load(path)
+	rs, err := rules.Load(keytest.Rules(t, path))
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
@@ -205,5 +208,29 @@ func TestNetworkCarrierWiredOnly(t *testing.T) {
 		if got := matched(rs, tt.ev, nil); !slices.Equal(got, tt.want) {
 			t.Errorf("%s: rules %q, want %q", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestLUKSBackup: the encrypted backup disk is unlocked by the UUID of
+// its LUKS header, not a filesystem that claims it, and mounted only
+// once unlocked.
+func TestLUKSBackup(t *testing.T) {
+	rs := load(t, "examples/luks-backup.yaml")
+	add := event(t, "ACTION=add", "DEVPATH=/devices/pci0000:00/0000:00:14.0/usb1/1-1/1-1:1.0/host0/target0:0:0/0:0:0:0/block/sdb/sdb1",
+		"SUBSYSTEM=block", "DEVTYPE=partition", "DEVNAME=sdb1", "MAJOR=8", "MINOR=17")
+	luks := device{fs: uevent.FS{Type: "crypto_LUKS", Usage: "crypto", UUID: "ed32c0be-7d35-4b42-ac27-8e8114bb0e78", Version: "2"}}
+	if got := matched(rs, add, luks); len(got) != 1 || got[0] != "backup-luks" {
+		t.Errorf("the LUKS disk: rules %q, want backup-luks", got)
+	}
+	plain := device{fs: uevent.FS{Type: "ext4", Usage: "filesystem", UUID: luks.fs.UUID}}
+	if got := matched(rs, add, plain); len(got) != 0 {
+		t.Errorf("an ext4 with the UUID: rules %q, want none", got)
+	}
+	var kinds []string
+	for _, a := range rs.Rules[0].Actions {
+		kinds = append(kinds, a.Kind())
+	}
+	if strings.Join(kinds, " ") != "unlock mount run notify" {
+		t.Errorf("actions %q, want unlock, then mount, then the backup", kinds)
 	}
 }

@@ -398,11 +398,12 @@ func TestManPagesRender(t *testing.T) {
 		"action (string)", "subsystem (string)", "devtype (string)", "devpath (string)", "devname (string)",
 		"devnode (string)", "seqnum (int)", "source (string)", "env (map", "fs.type", "fs.label", "fs.uuid",
 		"fs.usage", "fs.version", "attr(name)", "attrs(name)", "has_parent(subsystem)", "glob(pattern, s)",
-		"mount.path (string)", "{{ EXPR }}", "ID_FS_*",
+		"mount.path (string)", "unlock.device (string)", "{{ EXPR }}", "ID_FS_*",
 		// actions and their fields
 		"- run:", "argv:", "timeout:", "user:", "env:", "HOTPLUG_ACTION",
 		"- mount:", "options:", "owner:", "exec:", "nosuid", "nodev", "noexec",
 		"- unmount: {}",
+		"- unlock:", "keyfile:", "read_only:",
 		"- notify:", "message:", "targets:", "log: {}", "webhook:", "url", "headers", "max_attempts", "desktop: {}",
 	}
 	for _, opt := range []string{"ro", "rw", "noatime", "nodiratime", "relatime", "strictatime", "lazytime", "sync", "dirsync", "flush", "discard"} {

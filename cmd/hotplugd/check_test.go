@@ -1,10 +1,13 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hotplugd/hotplugd/internal/keyfile/keytest"
 )
 
 func TestCheck(t *testing.T) {
@@ -39,7 +42,7 @@ func TestCheck(t *testing.T) {
 			bad + ":2:12: workers must be a whole number from 1 to 1024\n" +
 				bad + ":5:12: rule \"a\": match: unknown name nope\n" +
 				bad + ":6:11: rule \"a\": duplicate rule name (first at line 4)\n" +
-				bad + ":8:16: rule \"a\": unknown action \"exec\" (want run, mount, unmount or notify)\n"},
+				bad + ":8:16: rule \"a\": unknown action \"exec\" (want run, mount, unmount, notify or unlock)\n"},
 		{"writable by others", []string{"check", "--config", open}, 0, open + ": ok, 0 rules\n",
 			open + ": warning: file " + open + " is writable by its group and others (mode 0666); the daemon, as root, will refuse it\n"},
 		{"missing", []string{"check", "--config", filepath.Join(dir, "nope.yaml")}, 1, "",
@@ -76,8 +79,9 @@ func TestShippedConfigs(t *testing.T) {
 	}
 	paths = append([]string{"../../configs/rules.yaml"}, paths...)
 	for _, p := range paths {
-		got, code := runCmd(t, "check", "--config", p)
-		if code != 0 || !strings.Contains(got, p+": ok, ") {
+		checked := keytest.Rules(t, p) // the keys of an unlock are made for the test
+		got, code := runCmd(t, "check", "--config", checked)
+		if code != 0 || !strings.Contains(got, checked+": ok, ") {
 			t.Errorf("%s:\n%s", p, got)
 		}
 		data, err := os.ReadFile(p)
@@ -192,5 +196,31 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCheckKeyfile: check reports a keyfile others may read, where the
+// rule names it, as the daemon would refuse it; made root's alone, the
+// file is valid.
+func TestCheckKeyfile(t *testing.T) {
+	key := keytest.Key(t, "k")
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "rules.yaml")
+	rules := fmt.Sprintf("rules:\n  - name: luks\n    match: fs.type == \"crypto_LUKS\"\n    actions:\n      - unlock: {keyfile: %s}\n", key)
+	if err := os.WriteFile(path, []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, code := runCmd(t, "check", "--config", path)
+	want := fmt.Sprintf("%s:5:27: rule \"luks\": unsafe keyfile: %s is readable by its group or others (mode 0644; chmod 0400 %s)\n", path, key, key)
+	if code != 1 || !strings.HasSuffix(got, "--- stderr\n"+want) {
+		t.Errorf("got:\n%s\nwant on stderr:\n%s", got, want)
+	}
+	if err := os.Chmod(key, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if got, code := runCmd(t, "check", "--config", path); code != 0 || !strings.Contains(got, path+": ok, 1 rule") {
+		t.Errorf("a keyfile of root's alone:\n%s", got)
 	}
 }

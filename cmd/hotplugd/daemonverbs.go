@@ -86,6 +86,9 @@ func printStatus(w io.Writer, s control.Status) {
 	}
 	printRules(w, s.Rules)
 	printMounts(w, s.Mounts)
+	if len(s.Mappings) > 0 {
+		printMappings(w, s.Mappings)
+	}
 	if s.Broker != nil {
 		printBroker(w, s.Broker)
 	}
@@ -128,6 +131,20 @@ func printMounts(w io.Writer, ms []control.MountStatus) {
 		}
 		fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\tsince %s\trule %s\n", display(m.Devnode), display(label), display(m.FSType),
 			display(m.Path), m.Since.Local().Format(time.DateTime), m.Rule)
+	}
+	tw.Flush()
+}
+
+func printMappings(w io.Writer, ms []control.MappingStatus) {
+	fmt.Fprintf(w, "  unlocked (%d):\n", len(ms))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, m := range ms {
+		path := m.Path
+		if path == "" {
+			path = "not mounted"
+		}
+		fmt.Fprintf(tw, "    %s\t%s\tas %s\t%s\tsince %s\trule %s\n", display(m.Backing), display(m.Name), display(m.Device),
+			display(path), m.Since.Local().Format(time.DateTime), m.Rule)
 	}
 	tw.Flush()
 }

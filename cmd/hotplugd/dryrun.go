@@ -108,6 +108,11 @@ func printStep(w io.Writer, st actions.Step, err error) {
 		switch {
 		case err != nil:
 			fmt.Fprintf(w, "  unmount %s\n    would fail: %s\n", nodeOrNone(st.Devnode), display(err.Error()))
+		case st.Mapping != "" && st.MountPath != "":
+			fmt.Fprintf(w, "  unmount the cleartext of %s from %s, then close its mapping %s (deferred while in use)\n",
+				nodeOrNone(st.Devnode), quoteArg(st.MountPath), quoteArg(st.Mapping))
+		case st.Mapping != "":
+			fmt.Fprintf(w, "  close the mapping %s of %s (deferred while in use)\n", quoteArg(st.Mapping), nodeOrNone(st.Devnode))
 		case st.MountPath != "":
 			fmt.Fprintf(w, "  unmount %s from %s\n", nodeOrNone(st.Devnode), quoteArg(st.MountPath))
 		default:
@@ -115,6 +120,8 @@ func printStep(w io.Writer, st actions.Step, err error) {
 		}
 	case "notify":
 		printNotify(w, st, err)
+	case "unlock":
+		printUnlock(w, st, err)
 	default:
 		fmt.Fprintf(w, "  %s\n", st.Kind)
 	}
@@ -163,6 +170,11 @@ func printMount(w io.Writer, st actions.Step, err error) {
 		}
 		return
 	}
+	if err == nil {
+		fmt.Fprintf(w, "  mount %s at %s\n    what is inside is probed once it is unlocked\n    owner %s, timeout %s\n",
+			nodeOrNone(st.Devnode), quoteArg(st.MountPath), owner, st.Timeout)
+		return
+	}
 	fmt.Fprintf(w, "  mount %s\n    owner %s, timeout %s\n", nodeOrNone(st.Devnode), owner, st.Timeout)
 	// The mounter's errors name the device node, which is on the line
 	// above. They may quote paths of mounts made by others: display
@@ -173,6 +185,23 @@ func printMount(w io.Writer, st actions.Step, err error) {
 	} else {
 		fmt.Fprintf(w, "    would fail: %s\n", msg)
 	}
+}
+
+// printUnlock shows the cryptsetup command an unlock would run and the
+// mapping it would open; the keyfile by its path, which is all a Step
+// knows of it.
+func printUnlock(w io.Writer, st actions.Step, err error) {
+	if err != nil {
+		fmt.Fprintf(w, "  unlock %s\n    would fail: %s\n", nodeOrNone(st.Devnode), display(err.Error()))
+		return
+	}
+	argv := make([]string, len(st.Argv))
+	for i, a := range st.Argv {
+		argv[i] = quoteArg(a)
+	}
+	fmt.Fprintf(w, "  unlock %s as %s: %s\n    run %s\n    key from %s on stdin, timeout %s\n",
+		nodeOrNone(st.Devnode), quoteArg(st.Mapping), quoteArg(st.Cleartext), strings.Join(argv, " "),
+		quoteArg(st.Keyfile), st.Timeout)
 }
 
 // printNotify shows the rendered message and each target, one a line. A

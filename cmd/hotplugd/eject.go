@@ -73,6 +73,12 @@ func ejectOutcome(stdout, stderr io.Writer, res control.EjectResult, human bool)
 				}
 				fmt.Fprintf(stdout, "%s %s from %s\n", display(m.Devnode), how, display(m.Path))
 			}
+			for _, name := range t.Closed {
+				fmt.Fprintf(stdout, "%s closed\n", display(name))
+			}
+			for _, name := range t.Deferred {
+				fmt.Fprintf(stdout, "%s still in use: the kernel closes it once its last user lets go\n", display(name))
+			}
 			if t.PoweredOff {
 				fmt.Fprintf(stdout, "%s powered off; it can be unplugged\n", display(t.Target))
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/hotplugd/hotplugd/internal/device"
 	"github.com/hotplugd/hotplugd/internal/host"
+	"github.com/hotplugd/hotplugd/internal/keyfile/keytest"
 	"go.uber.org/goleak"
 )
 
@@ -242,5 +243,36 @@ func TestDryRunRouteGolden(t *testing.T) {
 			}
 			golden(t, "test-"+tt.name, got)
 		})
+	}
+}
+
+// TestDryRunUnlock: `hotplugd test` of an encrypted stick's add shows the
+// cryptsetup command with the keyfile's path (never its contents), the
+// mapping and its node, and a mount of the cleartext to come; its remove
+// shows the removal. The keyfile is the test's, so its directory is
+// shown as $KEYS.
+func TestDryRunUnlock(t *testing.T) {
+	key := keytest.Key(t, "the key itself")
+	rules := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(rules, []byte(`rules:
+  - name: backup-luks
+    match: action == "add" && subsystem == "block" && fs.type == "crypto_LUKS"
+    actions:
+      - unlock: {keyfile: `+key+`, read_only: true}
+      - mount: {options: [noatime]}
+      - run: {argv: [/usr/local/bin/backup, --to, "{{ mount.path }}", --device, "{{ unlock.device }}"]}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, action string }{{"luks-stick-add", "add"}, {"luks-stick-remove", "remove"}} {
+		got, code := runCmd(t, "test", "--config", rules, "--event", "testdata/luks-stick-add.json", "--action", tt.action)
+		if code != 0 {
+			t.Errorf("%s: exit status %d", tt.name, code)
+		}
+		if strings.Contains(got, "the key itself") {
+			t.Errorf("%s: the output holds the key:\n%s", tt.name, got)
+		}
+		got = strings.ReplaceAll(got, filepath.Dir(key), "$KEYS")
+		golden(t, "test-"+tt.name, strings.ReplaceAll(got, rules, "$RULES"))
 	}
 }

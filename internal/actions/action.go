@@ -29,6 +29,9 @@ type Context struct {
 	Rule  string
 	// MountPath is set by a mount (or unmount) for the actions after it.
 	MountPath string
+	// Unlocked is the mapping an unlock opened (with PlanOnly, would
+	// open), for the actions after it: a mount mounts its cleartext.
+	Unlocked *mount.Mapping
 }
 
 func newContext(ev *uevent.Event, dev rules.Device, rule string) *Context {
@@ -43,15 +46,20 @@ func (c *Context) setMountPath(path string) {
 	c.Env.SetMountPath(path)
 }
 
+func (c *Context) setUnlocked(mp *mount.Mapping) {
+	c.Unlocked = mp
+	c.Env.SetUnlockDevice(mp.Cleartext.Devnode)
+}
+
 // Step is what one action did, or with Deps.PlanOnly would do: its
 // templates rendered and its defaults applied by the same code either way.
 type Step struct {
-	Kind    string        // run, mount, unmount, notify
-	Argv    []string      // run: after templates
+	Kind    string        // run, mount, unmount, notify, unlock
+	Argv    []string      // run: after templates; unlock: cryptsetup's
 	Env     []string      // run: the rule's NAME=VALUE additions, by name
 	User    string        // run: its user, mount: the owner; "" the daemon's user (run) or root (mount)
-	Timeout time.Duration // run, mount
-	Devnode string        // mount, unmount
+	Timeout time.Duration // run, mount, unlock
+	Devnode string        // mount, unmount, unlock
 	// MountPath is where a mount mounted (or would), or where an unmount
 	// unmounted from; "" when nothing was, or a dry run cannot know.
 	MountPath string
@@ -60,6 +68,20 @@ type Step struct {
 	Message   string      // notify: after templates
 	Targets   []rules.Target
 	Duration  time.Duration // how long it took
+
+	// Mapping is the LUKS mapping an unlock opens, or that an unmount
+	// closed after unmounting its cleartext.
+	Mapping string
+	// Cleartext is the device an unlock opens, /dev/mapper/<Mapping>.
+	Cleartext string
+	// Keyfile is the key's path (its contents are never in a Step).
+	Keyfile string
+	// Opened: the unlock found the mapping open already, by hotplugd for
+	// this device (before a restart).
+	Opened bool
+	// Deferred: the mapping an unmount closed was in use; the kernel
+	// removes it once its last user lets go.
+	Deferred bool
 }
 
 // Action is one built action of a rule.
@@ -70,7 +92,9 @@ type Action interface {
 // Deps are the long-lived executors actions use. Mounter is nil when
 // mounting is not possible (MountErr says why, e.g. not root). With
 // PlanOnly, actions render, resolve and plan, and execute nothing; the
-// Mounter is then a plan-only one.
+// Mounter is then a plan-only one. Probe is the filesystem probe of a
+// block device by its kernel name, for the cleartext of an unlock
+// (device.Manager.Probe).
 type Deps struct {
 	Log      *slog.Logger
 	Runner   *run.Runner
@@ -78,6 +102,7 @@ type Deps struct {
 	MountErr error
 	Notifier *notify.Notifier
 	PlanOnly bool
+	Probe    func(ctx context.Context, devname string) (uevent.FS, error)
 }
 
 // constructors is the table from a rules-file action key to what builds
@@ -87,6 +112,7 @@ var constructors = map[string]func(rules.Action, *Deps) (Action, error){
 	"mount":   newMount,
 	"unmount": newUnmount,
 	"notify":  newNotify,
+	"unlock":  newUnlock,
 }
 
 // Set is the built actions of a rule set.
@@ -138,7 +164,8 @@ type Observer interface {
 // order. A rule's actions run in order, and a failed or skipped one ends
 // the rule: a run after a mount must not get an empty {{ mount.path }}.
 // Then, when a block device is removed, what hotplugd mounted for it is
-// unmounted, whatever the rules said.
+// unmounted, and the LUKS mappings it opened on it closed, whatever the
+// rules said.
 func (s *Set) Run(ctx context.Context, ev *uevent.Event, dev rules.Device, matched []*rules.Rule, obs Observer) {
 	for _, r := range matched {
 		obs.Matched(r)
@@ -157,9 +184,9 @@ func (s *Set) Run(ctx context.Context, ev *uevent.Event, dev rules.Device, match
 	}
 	if ev.Action == "remove" && ev.Subsystem == "block" && s.deps.Mounter != nil {
 		start := time.Now()
-		st, err := unmountDevice(ctx, s.deps, newContext(ev, dev, ""))
+		st, err := releaseDevice(ctx, s.deps, newContext(ev, dev, ""))
 		st.Duration = time.Since(start)
-		if err != nil || st.MountPath != "" || s.deps.PlanOnly {
+		if err != nil || st.MountPath != "" || st.Mapping != "" || s.deps.PlanOnly {
 			obs.Did(nil, st, err)
 		}
 	}

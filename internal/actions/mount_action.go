@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"github.com/hotplugd/hotplugd/internal/actions/mount"
@@ -33,11 +34,16 @@ func newMount(a rules.Action, deps *Deps) (Action, error) {
 	return &mountAction{spec: a.(*rules.MountSpec), deps: deps}, nil
 }
 
-// request is the mount.Request of the action.
-func (a *mountAction) request(rule string) mount.Request {
-	req := mount.Request{Rule: rule, Options: a.spec.Options, Exec: a.spec.Exec}
+// request is the mount.Request of the action. The cleartext of a
+// read-only unlock is a read-only device, which mount(2) takes only with
+// ro.
+func (a *mountAction) request(c *Context) mount.Request {
+	req := mount.Request{Rule: c.Rule, Options: a.spec.Options, Exec: a.spec.Exec}
 	if a.spec.Owner != nil {
 		req.UID, req.GID, req.Owned = a.spec.Owner.UID, a.spec.Owner.GID, true
+	}
+	if c.Unlocked != nil && c.Unlocked.ReadOnly && !slices.Contains(req.Options, "ro") {
+		req.Options = append(slices.Clone(req.Options), "ro")
 	}
 	return req
 }
@@ -53,12 +59,20 @@ func (a *mountAction) Do(ctx context.Context, c *Context) (Step, error) {
 	if a.deps.Mounter == nil {
 		return st, fmt.Errorf("%w: %v", errNoMounter, a.deps.MountErr)
 	}
-	dev, err := deviceOf(c)
+	dev, err := a.device(ctx, c)
 	if err != nil {
 		return st, err
 	}
+	st.Devnode = dev.Devnode
 	if a.deps.PlanOnly {
-		p, err := a.deps.Mounter.Plan(dev, a.request(c.Rule))
+		if c.Unlocked != nil && dev.Major == 0 && dev.Minor == 0 {
+			// A dry run opens nothing: what is inside is known once
+			// the device is unlocked.
+			st.MountPath = filepath.Join(a.deps.Mounter.Root(), planMountPoint)
+			c.setMountPath(st.MountPath)
+			return st, nil
+		}
+		p, err := a.deps.Mounter.Plan(dev, a.request(c))
 		if err != nil {
 			return st, err
 		}
@@ -71,7 +85,7 @@ func (a *mountAction) Do(ctx context.Context, c *Context) (Step, error) {
 		ctx, cancel = context.WithTimeout(ctx, a.spec.Timeout)
 		defer cancel()
 	}
-	e, err := a.deps.Mounter.Mount(ctx, dev, a.request(c.Rule))
+	e, err := a.deps.Mounter.Mount(ctx, dev, a.request(c))
 	if err != nil {
 		return st, err
 	}
@@ -86,14 +100,14 @@ type unmountAction struct{ deps *Deps }
 
 func newUnmount(_ rules.Action, deps *Deps) (Action, error) { return &unmountAction{deps: deps}, nil }
 
-// Do unmounts what hotplugd mounted for the event's device; a device it
-// did not mount is not an error. {{ mount.path }} after it is where the
-// filesystem was.
+// Do unmounts what hotplugd mounted for the event's device, and closes
+// the LUKS mappings it opened on it; a device it did not mount is not an
+// error. {{ mount.path }} after it is where the filesystem was.
 func (a *unmountAction) Do(ctx context.Context, c *Context) (Step, error) {
 	if a.deps.Mounter == nil {
 		return Step{Kind: "unmount", Devnode: c.Dev.DevNode()}, fmt.Errorf("%w: %v", errNoMounter, a.deps.MountErr)
 	}
-	st, err := unmountDevice(ctx, a.deps, c)
+	st, err := releaseDevice(ctx, a.deps, c)
 	if err == nil {
 		path := st.MountPath
 		if path == "" && a.deps.PlanOnly {
@@ -102,6 +116,15 @@ func (a *unmountAction) Do(ctx context.Context, c *Context) (Step, error) {
 		c.setMountPath(path)
 	}
 	return st, err
+}
+
+// device is what a mount mounts: the cleartext after an unlock, else the
+// event's device.
+func (a *mountAction) device(ctx context.Context, c *Context) (mount.Device, error) {
+	if c.Unlocked != nil {
+		return cleartextDevice(ctx, a.deps, c.Unlocked)
+	}
+	return deviceOf(c)
 }
 
 // unmountDevice unmounts what hotplugd mounted for the event's device and
@@ -128,13 +151,18 @@ func unmountDevice(ctx context.Context, deps *Deps, c *Context) (Step, error) {
 		return st, err
 	}
 	st.MountPath, st.Lazy = res.Entry.MountPoint, res.Lazy
+	logUnmount(deps, dev.Devnode, res)
+	return st, nil
+}
+
+// logUnmount logs what an unmount of devnode did.
+func logUnmount(deps *Deps, devnode string, res mount.UnmountResult) {
 	if res.Lazy {
-		deps.Log.Warn("removed while in use: lazily unmounted", "devnode", dev.Devnode, "path", res.Entry.MountPoint,
+		deps.Log.Warn("removed while in use: lazily unmounted", "devnode", devnode, "path", res.Entry.MountPoint,
 			"dir_removed", res.DirRemoved)
 	} else {
-		deps.Log.Info("unmounted", "devnode", dev.Devnode, "path", res.Entry.MountPoint, "dir_removed", res.DirRemoved)
+		deps.Log.Info("unmounted", "devnode", devnode, "path", res.Entry.MountPoint, "dir_removed", res.DirRemoved)
 	}
-	return st, nil
 }
 
 // deviceOf describes the event's block device for the mounter.

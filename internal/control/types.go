@@ -15,6 +15,8 @@ type Status struct {
 	Queue         QueueStatus   `json:"queue"`
 	Rules         []RuleStatus  `json:"rules"`
 	Mounts        []MountStatus `json:"mounts"`
+	// Mappings are the LUKS devices hotplugd unlocked.
+	Mappings []MappingStatus `json:"mappings"`
 	// LeftBehind counts processes of stopped actions and probes that did
 	// not die of SIGKILL (asleep in the kernel on a hung device).
 	LeftBehind int64         `json:"processes_left_behind"`
@@ -100,6 +102,11 @@ type EjectTarget struct {
 	// was busy and not forced.
 	Busy  []Holder `json:"busy,omitempty"`
 	Error string   `json:"error,omitempty"`
+	// Closed names the LUKS mappings closed after their cleartext was
+	// unmounted; Deferred, those still in use then, which the kernel
+	// removes once their last user lets go.
+	Closed   []string `json:"closed,omitempty"`
+	Deferred []string `json:"deferred,omitempty"`
 }
 
 // Holder is a process using a filesystem.
@@ -163,4 +170,15 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	*d = Duration(secs * float64(time.Second))
 	return nil
+}
+
+// MappingStatus is one LUKS mapping hotplugd opened.
+type MappingStatus struct {
+	Name    string    `json:"name"`
+	Device  string    `json:"device"`  // the cleartext, /dev/mapper/<name>
+	Backing string    `json:"backing"` // the encrypted device
+	UUID    string    `json:"uuid"`    // of its LUKS header
+	Path    string    `json:"path"`    // where hotplugd mounted the cleartext; "" when it did not
+	Rule    string    `json:"rule"`
+	Since   time.Time `json:"since"`
 }

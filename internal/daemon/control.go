@@ -55,6 +55,7 @@ func (h controlHandlers) Status() control.Status {
 			s.Mounts = append(s.Mounts, mountStatus(e))
 		}
 	}
+	s.Mappings = mappingStatus(d.deps.Mounter)
 	d.mu.Lock()
 	s.LastError = d.lastErr
 	d.mu.Unlock()
@@ -65,6 +66,24 @@ func (h controlHandlers) Status() control.Status {
 func mountStatus(e mount.Entry) control.MountStatus {
 	return control.MountStatus{Devnode: e.Device.Devnode, UUID: e.Device.UUID, Label: e.Device.Label,
 		FSType: e.FSType, Path: e.MountPoint, Rule: e.Rule, Since: e.MountedAt}
+}
+
+// mappingStatus lists the LUKS mappings m opened, with where their
+// cleartext is mounted.
+func mappingStatus(m *mount.Mounter) []control.MappingStatus {
+	out := []control.MappingStatus{}
+	if m == nil {
+		return out
+	}
+	for _, mp := range m.Mappings() {
+		st := control.MappingStatus{Name: mp.Name, Device: mp.Cleartext.Devnode, Backing: mp.Backing.Devnode,
+			UUID: mp.Backing.UUID, Rule: mp.Rule, Since: mp.OpenedAt}
+		if e, ok := m.Lookup(mp.Cleartext); ok && (mp.Cleartext.Major != 0 || mp.Cleartext.Minor != 0) {
+			st.Path = e.MountPoint
+		}
+		out = append(out, st)
+	}
+	return out
 }
 
 // Reload is `hotplugd reload`: synchronous, and the old rules stay in
@@ -130,7 +149,7 @@ func (h controlHandlers) Eject(ctx context.Context, req control.EjectRequest) co
 		}
 		d.metrics.Counter("hotplugd_ejects_total", "result", result).Inc()
 		d.log.Info("eject", "target", target, "result", result, "unmounted", len(t.Unmounted),
-			"lazy", t.Lazy, "powered_off", t.PoweredOff, "err", t.Error)
+			"lazy", t.Lazy, "closed", t.Closed, "deferred", t.Deferred, "powered_off", t.PoweredOff, "err", t.Error)
 		res.Targets = append(res.Targets, t)
 	}
 	d.mountsChanged()
@@ -172,6 +191,11 @@ func (d *daemon) ejectOne(ctx context.Context, target string, req control.EjectR
 		}
 		t.Unmounted = append(t.Unmounted, mountStatus(e))
 		t.Lazy = t.Lazy || r.Lazy
+		if r.Closed != "" && r.Deferred {
+			t.Deferred = append(t.Deferred, r.Closed)
+		} else if r.Closed != "" {
+			t.Closed = append(t.Closed, r.Closed)
+		}
 	}
 	if req.PowerOff {
 		if err := m.PowerOff(disk); err != nil {

@@ -180,6 +180,7 @@ func newDaemon(cfg Config) (_ *daemon, err error) {
 		return nil, err
 	}
 	d.deps = newDeps(settings, cfg.Roots, d.log, d.notifyPublisher())
+	d.deps.Probe = d.devs.Probe // the cleartext of an unlock
 	if errors.Is(d.deps.MountErr, mount.ErrLocked) {
 		return nil, d.deps.MountErr
 	}

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"strings"
 
+	"github.com/hotplugd/hotplugd/internal/actions/mount"
 	"github.com/hotplugd/hotplugd/internal/uevent"
 )
 
@@ -156,5 +157,26 @@ func (d *daemon) reconcileMounts(ctx context.Context) {
 	if len(rep.Kept)+len(rep.Cleaned)+len(rep.Failed) > 0 {
 		d.log.Info("mounts reconciled", "kept", len(rep.Kept), "cleaned", len(rep.Cleaned), "failed", len(rep.Failed))
 	}
+	d.logMappingsReconciled(rep)
 	d.mountsChanged()
+}
+
+// logMappingsReconciled says what reconciling did with the LUKS mappings
+// hotplugd had opened.
+func (d *daemon) logMappingsReconciled(rep mount.ReconcileReport) {
+	for _, r := range rep.Closed {
+		path := ""
+		if r.Unmount != nil {
+			path = r.Unmount.Entry.MountPoint
+		}
+		d.log.Info("closed the mapping of a device that is gone", "mapping", r.Mapping.Name,
+			"devnode", r.Mapping.Backing.Devnode, "path", path, "deferred", r.Deferred)
+	}
+	for _, mp := range rep.Adopted {
+		d.log.Info("mapping of a device still present kept", "mapping", mp.Name, "devnode", mp.Backing.Devnode)
+	}
+	for _, mp := range rep.CloseFailed {
+		d.log.Error("could not close the mapping of a device that is gone; will retry", "mapping", mp.Name,
+			"devnode", mp.Backing.Devnode)
+	}
 }

@@ -159,3 +159,26 @@ func (w *boundedBuffer) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// Probe runs the filesystem probe on the block device of kernel name
+// devname outside any event: the cleartext of a LUKS device a rule has
+// just unlocked, whose own events come later and on their own. It is
+// bounded like an event's probe, counted with them, and ends when the
+// Manager closes. No blkid is an error.
+func (m *Manager) Probe(ctx context.Context, devname string) (uevent.FS, error) {
+	if m.blkid == "" {
+		return uevent.FS{}, errors.New("no blkid to probe with")
+	}
+	if !validAttrName(devname) {
+		return uevent.FS{}, fmt.Errorf("probe %q: not a device name", devname)
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.timeout)
+	defer cancel()
+	defer context.AfterFunc(m.ctx, cancel)()
+	m.probes.Add(1)
+	fs, _, err := m.probe(ctx, m.roots.DevNode(devname))
+	if err != nil {
+		m.probeErrors.Add(1)
+	}
+	return fs, err
+}

@@ -238,8 +238,11 @@ mount -t devpts -o gid=5,mode=0620 devpts /dev/pts
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
-# What kmod static-nodes does for systemd: opening it loads fuse.
+# What kmod static-nodes does for systemd: opening them loads fuse and
+# device-mapper.
 [ -e /dev/fuse ] || mknod -m 0666 /dev/fuse c 10 229
+mkdir -p /dev/mapper
+[ -e /dev/mapper/control ] || mknod -m 0600 /dev/mapper/control c 10 236
 mkdir -p /run/e2e
 hostname hotplugd-e2e
 exec ` + agent + ` -mode shell

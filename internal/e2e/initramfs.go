@@ -21,7 +21,10 @@ import (
 // 9pnet_virtio, or the 9p transport finds no device), the agent's
 // virtio-serial port, and every module the kernel itself may request
 // while the scenarios run (request_module for a filesystem, its NLS
-// tables, /dev/fuse). The kernel's requests run /sbin/modprobe in the
+// tables, /dev/fuse; for a LUKS unlock device-mapper on the first open of
+// /dev/mapper/control, its crypt target, the ciphers of the mapping and
+// the keyslots, and AF_ALG, through which cryptsetup decrypts a keyslot).
+// The kernel's requests run /sbin/modprobe in the
 // initial root, which is the initramfs, not the overlay the guest
 // switches to, so these must be there; drivers that userspace loads
 // (usb-storage, sd_mod) come from the overlay's /lib/modules.
@@ -30,6 +33,7 @@ var initModules = []string{
 	"xhci_pci", "usb_storage", "uas", "sd_mod", "sr_mod",
 	"vfat", "exfat", "isofs", "udf", "ext4", "btrfs", "xfs", "fuse", "ntfs3",
 	"nls_cp437", "nls_utf8", "nls_ascii", "nls_iso8859_1",
+	"dm_mod", "dm_crypt", "xts", "ecb", "aesni_intel", "af_alg", "algif_skcipher", "algif_hash",
 }
 
 // moduleName is the name modprobe knows a module file by: its base name

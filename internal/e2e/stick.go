@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +28,25 @@ type fsSpec struct {
 	// args are more options of its mkfs ("-i", "1A2B3C4D": a vfat
 	// volume id, which blkid shows as the UUID 1A2B-3C4D).
 	args []string
+	// luks puts the filesystem (ext4 only; none when fs is "") inside a
+	// LUKS2 volume.
+	luks *luksSpec
 }
+
+// luksSpec is the LUKS2 volume of an fsSpec. This machine has no
+// device-mapper to open one and make a filesystem inside, so the
+// filesystem is made first, smaller than the device by luksReserve, and
+// `cryptsetup reencrypt --encrypt` writes a LUKS2 header before it and
+// encrypts it in place, without opening anything; with no filesystem,
+// `cryptsetup luksFormat` makes an empty volume.
+type luksSpec struct {
+	key   string   // the keyfile on this machine
+	uuid  string   // of the header
+	pbkdf []string // cryptsetup's key derivation options
+}
+
+// luksReserve is the room the LUKS2 header takes at the start.
+const luksReserve = 16 * mib
 
 // stickSpec describes a stick's image.
 type stickSpec struct {
@@ -63,7 +82,7 @@ func makeImage(t *testing.T, dir, name string, s stickSpec) string {
 		t.Fatal(err)
 	}
 	if s.whole != nil {
-		mkfs(t, *s.whole, img)
+		makeFS(t, *s.whole, img)
 		return img
 	}
 	var table strings.Builder
@@ -95,14 +114,58 @@ func makeImage(t *testing.T, dir, name string, s stickSpec) string {
 	for i, p := range s.parts {
 		part := fmt.Sprintf("%sp%d", dev, i+1)
 		looptest.WaitBlockDevice(t, part)
-		mkfs(t, p, part)
+		makeFS(t, p, part)
 	}
 	detach()
 	return img
 }
 
-// mkfs makes one filesystem on target (a file or a block device).
-func mkfs(t *testing.T, s fsSpec, target string) {
+// makeFS makes one filesystem on target (a file or a block device),
+// inside a LUKS2 volume when s asks for one.
+func makeFS(t *testing.T, s fsSpec, target string) {
+	t.Helper()
+	l := s.luks
+	if l == nil {
+		mkfs(t, s, target, "")
+		return
+	}
+	opts := append([]string{"--batch-mode", "--type", "luks2", "--key-file", l.key, "--uuid", l.uuid}, l.pbkdf...)
+	if s.fs == "" {
+		looptest.Run(t, "cryptsetup", append(append([]string{"luksFormat"}, opts...), target)...)
+		return
+	}
+	if s.fs != "ext4" {
+		t.Fatalf("%s in LUKS is not supported", s.fs)
+	}
+	size := sizeOf(t, target)
+	if size <= luksReserve {
+		t.Fatalf("%s: %d bytes, too small for LUKS", target, size)
+	}
+	mkfs(t, s, target, strconv.FormatInt((size-luksReserve)/1024, 10)+"k")
+	looptest.Run(t, "cryptsetup", append(append([]string{"reencrypt", "--encrypt", "--reduce-device-size",
+		strconv.Itoa(luksReserve/mib) + "M"}, opts...), target)...)
+}
+
+// sizeOf is the size of a file or a block device, in bytes.
+func sizeOf(t *testing.T, target string) int64 {
+	t.Helper()
+	fi, err := os.Stat(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().IsRegular() {
+		return fi.Size()
+	}
+	size, err := strconv.ParseInt(strings.TrimSpace(looptest.Run(t, "blockdev", "--getsize64", target)), 10, 64)
+	if err != nil {
+		t.Fatalf("size of %s: %v", target, err)
+	}
+	return size
+}
+
+// mkfs makes one filesystem on target (a file or a block device), of
+// size (mkfs.ext4's fs-size) when not "".
+func mkfs(t *testing.T, s fsSpec, target, size string) {
 	t.Helper()
 	content := ""
 	if len(s.files) > 0 {
@@ -147,7 +210,11 @@ func mkfs(t *testing.T, s fsSpec, target string) {
 	default:
 		t.Fatalf("no mkfs for %s", s.fs)
 	}
-	looptest.Run(t, tool, append(append(args, s.args...), target)...)
+	args = append(append(args, s.args...), target)
+	if size != "" {
+		args = append(args, size)
+	}
+	looptest.Run(t, tool, args...)
 	if len(s.files) > 0 && s.fs != "ext4" && s.fs != "btrfs" {
 		t.Fatalf("files on %s are not supported", s.fs)
 	}

@@ -94,25 +94,36 @@ func shippedRules(t *testing.T, extra string) string {
 	return strings.TrimRight(string(b), "\n") + "\n" + extra
 }
 
-func startUSB(t *testing.T, g *guest) *usbGuest {
+func startUSB(t *testing.T, g *guest) *usbGuest { return startUSBWith(t, g, suiteRules) }
+
+// startUSBWith is startUSB with other rules after the shipped ones.
+func startUSBWith(t *testing.T, g *guest, extra string) *usbGuest {
 	t.Helper()
 	u := &usbGuest{g: g, logFile: &logFile{g: g, path: shellLog}}
 	// Debug: every event is logged, and every dropped one with its reason.
-	rules := setSetting(t, shippedRules(t, suiteRules), "log_level", "debug")
+	rules := setSetting(t, shippedRules(t, extra), "log_level", "debug")
 	g.writeGuestFile(t, shellRules, rules, 0o644)
 	g.sh(t, shq(g.bin)+" check --config "+shellRules)
 	// The monitor first, so that it sees everything the daemon causes.
 	u.monitor = g.startBackground(t, "exec "+shq(g.bin)+" monitor --json >"+monitorJSON+" 2>"+monitorStats)
-	// The unit's UMask=0077: what a mount that does not set its modes
-	// would inherit.
-	u.daemon = g.startBackground(t, "umask 0077; exec "+shq(g.bin)+" run --config "+shellRules+" >"+shellLog+" 2>&1")
-	u.waitLog(t, 0, 60*time.Second, "the daemon's start", map[string]string{"msg": "coldplug: existing devices queued"})
+	u.startDaemon(t)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("hotplugd log (end, without debug):\n%s", g.try(t, "grep -v level=DEBUG "+shellLog+" | tail -n 150").stdout)
 		}
 	})
 	return u
+}
+
+// startDaemon starts hotplugd run in the guest, its log appended to
+// shellLog, and waits until it has queued the coldplug.
+func (u *usbGuest) startDaemon(t *testing.T) {
+	t.Helper()
+	mark := u.logMark(t)
+	// The unit's UMask=0077: what a mount that does not set its modes
+	// would inherit.
+	u.daemon = u.g.startBackground(t, "umask 0077; exec "+shq(u.g.bin)+" run --config "+shellRules+" >>"+shellLog+" 2>&1")
+	u.waitLog(t, mark, 60*time.Second, "the daemon's start", map[string]string{"msg": "coldplug: existing devices queued"})
 }
 
 // startBackground starts script in its own session in the guest, with

@@ -35,10 +35,11 @@ type exprProblem struct {
 
 // compiled is a program with what it reads.
 type compiled struct {
-	prog      *vm.Program
-	needs     needs
-	readMount int // rune offset of the first mount.path read, or -1
-	filter    prefilter
+	prog       *vm.Program
+	needs      needs
+	readMount  int // rune offset of the first mount.path read, or -1
+	readUnlock int // rune offset of the first unlock.device read, or -1
+	filter     prefilter
 }
 
 // mode is what an expression is compiled for.
@@ -67,7 +68,7 @@ func compile(src string, m mode) (compiled, []exprProblem) {
 	if err != nil {
 		return compiled{}, []exprProblem{exprErr(src, err)}
 	}
-	c := compiled{readMount: -1, needs: needVars}
+	c := compiled{readMount: -1, readUnlock: -1, needs: needVars}
 	var decided []ast.Node
 	if m != modeTemplate {
 		c.filter, decided = prefilterOf(tree.Node)
@@ -111,6 +112,10 @@ func compile(src string, m mode) (compiled, []exprProblem) {
 			case varMount:
 				if c.readMount < 0 {
 					c.readMount = n.Location().From
+				}
+			case varUnlock:
+				if c.readUnlock < 0 {
+					c.readUnlock = n.Location().From
 				}
 			}
 		case *ast.CallNode:

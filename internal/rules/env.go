@@ -21,6 +21,7 @@ const (
 	varEnv       = "env"
 	varFS        = "fs"
 	varMount     = "mount"
+	varUnlock    = "unlock"
 	funcAttr     = "attr"
 	funcAttrs    = "attrs"
 	funcParent   = "has_parent"
@@ -48,6 +49,7 @@ func envTypes() map[string]any {
 		varEnv:       map[string]string(nil),
 		varFS:        uevent.FS{},
 		varMount:     mountVars{},
+		varUnlock:    unlockVars{},
 		funcAttr:     (func(string) string)(nil),
 		funcAttrs:    (func(string) string)(nil),
 		funcParent:   (func(string, string) bool)(nil),
@@ -57,6 +59,10 @@ func envTypes() map[string]any {
 
 type mountVars struct {
 	Path string `expr:"path"`
+}
+
+type unlockVars struct {
+	Device string `expr:"device"`
 }
 
 // needs is what a program reads that is costly to provide, so an Env
@@ -94,11 +100,17 @@ func NewEnv(ev *uevent.Event, dev Device) *Env {
 // follow a mount (or unmount) action.
 func (e *Env) SetMountPath(path string) { e.m[varMount] = mountVars{Path: path} }
 
-// noMount and noFS are what mount and fs read before they are set,
-// boxed once so that resetting an Env allocates nothing for them.
+// SetUnlockDevice sets unlock.device, the cleartext device, for the
+// templates of the actions that follow an unlock action.
+func (e *Env) SetUnlockDevice(dev string) { e.m[varUnlock] = unlockVars{Device: dev} }
+
+// noMount, noUnlock and noFS are what mount, unlock and fs read before
+// they are set, boxed once so that resetting an Env allocates nothing for
+// them.
 var (
-	noMount any = mountVars{}
-	noFS    any = uevent.FS{}
+	noMount  any = mountVars{}
+	noUnlock any = unlockVars{}
+	noFS     any = uevent.FS{}
 )
 
 func newEnv() *Env {
@@ -116,6 +128,7 @@ func (e *Env) reset(ev *uevent.Event, dev Device) {
 	}
 	e.ev, e.dev, e.have = ev, dev, 0
 	e.m[varMount] = noMount
+	e.m[varUnlock] = noUnlock
 }
 
 // release drops the references to the event and device so a pooled Env

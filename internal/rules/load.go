@@ -92,6 +92,8 @@ type loader struct {
 	// mountReads are the places where the templates of the action being
 	// loaded read mount.path.
 	mountReads []Pos
+	// unlockReads are those where they read unlock.device.
+	unlockReads []Pos
 }
 
 func (l *loader) errPos(p Pos, format string, args ...any) {
@@ -598,33 +600,48 @@ func (l *loader) loadMatch(r *Rule, v *yaml.Node) {
 	if c.readMount >= 0 {
 		l.errPos(l.scalarPos(v, runeToByte(src, c.readMount)), "match: mount.path is only known in actions, after a mount")
 	}
+	if c.readUnlock >= 0 {
+		l.errPos(l.scalarPos(v, runeToByte(src, c.readUnlock)), "match: unlock.device is only known in actions, after an unlock")
+	}
 }
 
 // loadActions reads a rule's action list; a template may read mount.path
-// only after a mount or unmount.
+// only after a mount or unmount, and unlock.device only after an unlock.
 func (l *loader) loadActions(v *yaml.Node) []Action {
 	var out []Action
 	mounted := false // an earlier action sets mount.path
+	var unlocked *UnlockSpec
 	for i, item := range l.seq(v, "actions") {
-		l.mountReads = l.mountReads[:0]
+		l.mountReads, l.unlockReads = l.mountReads[:0], l.unlockReads[:0]
 		a := l.loadAction(item, i)
 		if !mounted {
 			for _, p := range l.mountReads {
 				l.errPos(p, "mount.path is empty here: only a mount or unmount action earlier in the rule sets it")
 			}
 		}
+		if unlocked == nil {
+			for _, p := range l.unlockReads {
+				l.errPos(p, "unlock.device is empty here: only an unlock action earlier in the rule sets it")
+			}
+		}
 		if a == nil {
 			continue
 		}
 		out = append(out, a)
-		if k := a.Kind(); k == "mount" || k == "unmount" {
+		switch k := a.Kind(); k {
+		case "mount", "unmount":
 			mounted = true
+		case "unlock":
+			if unlocked != nil {
+				l.errPos(a.Position(), "a rule unlocks its device once (the first unlock is at line %d)", unlocked.Pos.Line)
+			}
+			unlocked = a.(*UnlockSpec)
 		}
 	}
 	return out
 }
 
-var actionKinds = "run, mount, unmount or notify"
+var actionKinds = "run, mount, unmount, notify or unlock"
 
 func (l *loader) loadAction(n *yaml.Node, i int) Action {
 	if n.Kind != yaml.MappingNode || len(n.Content) == 0 {
@@ -647,6 +664,8 @@ func (l *loader) loadAction(n *yaml.Node, i int) Action {
 		return &UnmountSpec{Pos: pos}
 	case "notify":
 		return l.loadNotify(v, pos)
+	case "unlock":
+		return l.loadUnlock(v, pos)
 	}
 	l.errAt(k, "unknown action %q (want %s)", k.Value, actionKinds)
 	return nil
@@ -664,6 +683,9 @@ func (l *loader) template(n *yaml.Node, what string) *Template {
 	}
 	if info.readMount >= 0 {
 		l.mountReads = append(l.mountReads, l.scalarPos(n, info.readMount))
+	}
+	if info.readUnlock >= 0 {
+		l.unlockReads = append(l.unlockReads, l.scalarPos(n, info.readUnlock))
 	}
 	if len(probs) > 0 {
 		return nil

@@ -229,7 +229,7 @@ var parseErrorTests = []struct {
 	{
 		"unknown action type",
 		"rules:\n  - name: a\n    match: 'true'\n    actions:\n      - exec: {argv: [/bin/true]}\n",
-		[]string{`t.yaml:5:9: rule "a": unknown action "exec" (want run, mount, unmount or notify)`},
+		[]string{`t.yaml:5:9: rule "a": unknown action "exec" (want run, mount, unmount, notify or unlock)`},
 	},
 	{
 		"two keys in one action",

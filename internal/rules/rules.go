@@ -121,11 +121,11 @@ func (r *Rule) Requires() (actions, subsystems []string) {
 	return slices.Clone(r.filter.actions), slices.Clone(r.filter.subsystems)
 }
 
-// Action is one action of a rule: *RunSpec, *MountSpec, *UnmountSpec or
-// *NotifySpec.
+// Action is one action of a rule: *RunSpec, *MountSpec, *UnmountSpec,
+// *NotifySpec or *UnlockSpec.
 type Action interface {
-	// Kind is the action's key in the rules file: run, mount, unmount
-	// or notify.
+	// Kind is the action's key in the rules file: run, mount, unmount,
+	// notify or unlock.
 	Kind() string
 	// Position is where the action is written.
 	Position() Pos

@@ -98,7 +98,7 @@ type tmplProblem struct {
 func compileTemplate(src string) (*Template, compiled, []tmplProblem) {
 	t := &Template{src: src}
 	var info compiled // what the expressions read, merged
-	info.readMount = -1
+	info.readMount, info.readUnlock = -1, -1
 	var probs []tmplProblem
 	rest, off := src, 0
 	for rest != "" {
@@ -140,6 +140,9 @@ func compileTemplate(src string) (*Template, compiled, []tmplProblem) {
 				info.needs |= c.needs
 				if c.readMount >= 0 && info.readMount < 0 {
 					info.readMount = codeOff + runeToByte(code, c.readMount)
+				}
+				if c.readUnlock >= 0 && info.readUnlock < 0 {
+					info.readUnlock = codeOff + runeToByte(code, c.readUnlock)
 				}
 			}
 		}

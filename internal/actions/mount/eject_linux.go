@@ -71,9 +71,21 @@ func (m *Mounter) pathMatch(path string) (func(Entry) bool, error) {
 	num := Device{Major: unix.Major(st.Rdev), Minor: unix.Minor(st.Rdev)}.DevNum()
 	devpath, _ := m.devpathOf(num)
 	return func(e Entry) bool {
-		return e.Device.DevNum() == num ||
-			devpath != "" && strings.HasPrefix(e.Device.Devpath, devpath+"/")
+		if e.Device.DevNum() == num {
+			return true // the device itself, or the cleartext of a mapping named by its node
+		}
+		d := m.underlying(e.Device)
+		return d.DevNum() == num || devpath != "" && strings.HasPrefix(d.Devpath, devpath+"/")
 	}, nil
+}
+
+// underlying is the device a mount is on at the bottom: the backing
+// device of a LUKS mapping hotplugd opened, else dev itself.
+func (m *Mounter) underlying(dev Device) Device {
+	if mp, ok := m.MappingOf(dev); ok {
+		return mp.Backing
+	}
+	return dev
 }
 
 // devpathOf is the devpath of a block device number, from sysfs.
@@ -153,8 +165,10 @@ type Disk struct {
 }
 
 // DiskOf is the disk a mounted device is on (itself when it has no
-// partition table), from sysfs.
+// partition table; for a LUKS cleartext, the disk of its backing
+// device), from sysfs.
 func (m *Mounter) DiskOf(dev Device) (Disk, error) {
+	dev = m.underlying(dev)
 	devpath, err := m.devpathOf(dev.DevNum())
 	if err != nil {
 		return Disk{}, fmt.Errorf("%s: %w", describe(dev), err)
@@ -171,10 +185,12 @@ func (m *Mounter) DiskOf(dev Device) (Disk, error) {
 		Num: strings.TrimSpace(string(num))}, nil
 }
 
-// DiskEntries are the recorded mounts of the devices on disk.
+// DiskEntries are the recorded mounts of the devices on disk, and of
+// the mappings hotplugd opened on them.
 func (m *Mounter) DiskEntries(disk Disk) []Entry {
 	return slices.DeleteFunc(m.Entries(), func(e Entry) bool {
-		return e.Unmounted || e.Device.Devpath != disk.Devpath && !strings.HasPrefix(e.Device.Devpath, disk.Devpath+"/")
+		p := m.underlying(e.Device).Devpath
+		return e.Unmounted || p != disk.Devpath && !strings.HasPrefix(p, disk.Devpath+"/")
 	})
 }
 

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hotplugd/hotplugd/internal/actions/crypt"
+	"github.com/hotplugd/hotplugd/internal/actions/run"
 	"github.com/hotplugd/hotplugd/internal/actions/scope"
 	"github.com/hotplugd/hotplugd/internal/host"
 )
@@ -163,6 +165,11 @@ type UnmountResult struct {
 	Lazy bool
 	// DirRemoved: the directory hotplugd created was removed.
 	DirRemoved bool
+	// Closed names the mapping closed after the unmount (Eject of a LUKS
+	// device's cleartext); Deferred: it was in use, and the kernel
+	// removes it once its last user lets go.
+	Closed   string
+	Deferred bool
 }
 
 // ReconcileReport says what Reconcile did with each recorded mount.
@@ -172,6 +179,12 @@ type ReconcileReport struct {
 	Lazy    []Entry // of Cleaned, those that were busy and detached lazily
 	Dropped []Entry // mount already gone, or a mount hotplugd did not make at its path: entry forgotten
 	Failed  []Entry // cleanup failed: entry kept for a retry (see the error)
+
+	// The recorded LUKS mappings, looked at before the mounts:
+	Adopted     []Mapping     // backing device present, mapping open: kept
+	Closed      []CloseResult // backing device gone: cleartext detached, mapping closed
+	Forgotten   []Mapping     // mapping closed already: record dropped
+	CloseFailed []Mapping     // closing failed: record kept for a retry (see the error)
 }
 
 // Config configures a Mounter. MountRoot and StatePath are required (the
@@ -190,6 +203,9 @@ type Config struct {
 	// Scopes starts FUSE mount helpers in scopes of their own under
 	// systemd; nil starts them in the daemon's cgroup.
 	Scopes *scope.Starter
+	// Crypt opens and closes the LUKS mappings of Unlock (default: the
+	// cryptsetup of crypt.DefaultPaths, run logging to Logger).
+	Crypt *crypt.Cryptsetup
 	// PlanOnly makes a Mounter for dry runs (`hotplugd test`), which must
 	// change nothing: NewMounter leaves an unreadable state file where it
 	// is, and Mount, Unmount and Reconcile refuse with ErrPlanOnly.
@@ -220,6 +236,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Crypt == nil {
+		c.Crypt = &crypt.Cryptsetup{Runner: &run.Runner{Log: c.Logger}}
+	}
 	return c
 }
 
@@ -241,9 +260,10 @@ type Mounter struct {
 
 	lock *os.File // the state directory's lock; nil for a plan-only Mounter
 
-	mu      sync.Mutex
-	entries map[string]Entry // by Device.DevNum()
-	busy    map[string]bool  // devices with an operation in progress
+	mu       sync.Mutex
+	entries  map[string]Entry   // by Device.DevNum()
+	mappings map[string]Mapping // by name
+	busy     map[string]bool    // devices (and mappings) with an operation in progress
 }
 
 // reserve marks a device busy; the returned func releases it.

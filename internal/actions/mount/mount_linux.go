@@ -92,6 +92,7 @@ func NewMounter(cfg Config) (*Mounter, error) {
 		}
 	}
 	m.entries = entries
+	m.loadMappings()
 	return m, nil
 }
 
@@ -471,7 +472,7 @@ func (m *Mounter) record(ctx context.Context, dev Device, req Request, p Plan, p
 	key := dev.DevNum()
 	m.mu.Lock()
 	m.entries[key] = entry
-	err := writeState(m.cfg.StatePath, m.entries)
+	err := m.saveLocked()
 	if err != nil {
 		delete(m.entries, key)
 	}
@@ -675,12 +676,17 @@ func (m *Mounter) Unmount(ctx context.Context, dev Device) (UnmountResult, error
 
 // Eject is Unmount for `hotplugd eject`: a busy filesystem is not
 // detached but refused with ErrBusy (Holders says who holds it), unless
-// force, which detaches at once.
+// force, which detaches at once. The cleartext of a LUKS device hotplugd
+// unlocked has its mapping closed after the unmount (UnmountResult.Closed).
 func (m *Mounter) Eject(ctx context.Context, dev Device, force bool) (UnmountResult, error) {
+	mode := failIfBusy
 	if force {
-		return m.unmount(ctx, dev, detachNow)
+		mode = detachNow
 	}
-	return m.unmount(ctx, dev, failIfBusy)
+	if mp, ok := m.MappingOf(dev); ok && !m.cfg.PlanOnly {
+		return m.ejectMapping(ctx, mp, mode) // and its mapping is closed
+	}
+	return m.unmount(ctx, dev, mode)
 }
 
 func (m *Mounter) unmount(ctx context.Context, dev Device, mode busyMode) (UnmountResult, error) {
@@ -748,7 +754,7 @@ func (m *Mounter) cleanup(ctx context.Context, key string, e Entry, mode busyMod
 	fail := func(err error) (UnmountResult, cleanupOutcome, error) {
 		m.mu.Lock()
 		m.entries[key] = e
-		werr := writeState(m.cfg.StatePath, m.entries)
+		werr := m.saveLocked()
 		m.mu.Unlock()
 		res.Entry = e
 		return res, outcomeFailed, fmt.Errorf("unmount %s at %s: %w", describe(e.Device), e.MountPoint, errors.Join(err, werr))
@@ -810,7 +816,7 @@ func (m *Mounter) cleanup(ctx context.Context, key string, e Entry, mode busyMod
 	}
 	m.mu.Lock()
 	delete(m.entries, key)
-	werr := writeState(m.cfg.StatePath, m.entries)
+	werr := m.saveLocked()
 	m.mu.Unlock()
 	if werr != nil {
 		m.log.Error("mount state could not be saved", "err", werr)
@@ -847,6 +853,10 @@ func (m *Mounter) unmountWithDeadline(ctx context.Context, path string, flags in
 //   - a mount hotplugd did not make at the recorded path: left alone, entry
 //     dropped.
 //
+// The recorded LUKS mappings come first (reconcileMappings): one whose
+// backing device is gone has its cleartext detached and is closed, since
+// its cleartext device stays until then.
+//
 // present says whether a device is still there; nil asks sysfs
 // (/sys/dev/block/MAJOR:MINOR and its devpath). Failures keep their entry
 // and are returned joined.
@@ -858,7 +868,7 @@ func (m *Mounter) Reconcile(ctx context.Context, present func(Device) bool) (Rec
 		present = m.presentInSysfs
 	}
 	var rep ReconcileReport
-	var errs []error
+	errs := m.reconcileMappings(ctx, present, &rep)
 	for _, e := range m.Entries() {
 		key := e.Device.DevNum()
 		release, ok := m.reserve(key)

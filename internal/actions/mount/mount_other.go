@@ -35,3 +35,13 @@ func (m *Mounter) Reconcile(context.Context, func(Device) bool) (ReconcileReport
 func (m *Mounter) Eject(context.Context, Device, bool) (UnmountResult, error) {
 	return UnmountResult{}, errMountUnsupported
 }
+
+// Unlock fails off Linux.
+func (m *Mounter) Unlock(context.Context, Device, UnlockRequest) (Mapping, bool, error) {
+	return Mapping{}, false, errMountUnsupported
+}
+
+// CloseMappingsOn fails off Linux.
+func (m *Mounter) CloseMappingsOn(context.Context, Device) ([]CloseResult, error) {
+	return nil, errMountUnsupported
+}

@@ -15,29 +15,41 @@ import (
 // stateVersion is the version of the state file format.
 const stateVersion = 1
 
-// stateFile is the JSON document in the state file.
+// stateFile is the JSON document in the state file. Mappings is left
+// out when there are none, so a file without any reads as before.
 type stateFile struct {
-	Version int     `json:"version"`
-	Mounts  []Entry `json:"mounts"`
+	Version  int       `json:"version"`
+	Mounts   []Entry   `json:"mounts"`
+	Mappings []Mapping `json:"mappings,omitempty"`
 }
 
-// readState reads the state file; a missing file is an empty state.
-func readState(path string) (map[string]Entry, error) {
+// readStateFile reads and decodes the state file; a missing file is an
+// empty state.
+func readStateFile(path string) (stateFile, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return map[string]Entry{}, nil
+		return stateFile{Version: stateVersion}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read mount state: %w", err)
+		return stateFile{}, fmt.Errorf("read mount state: %w", err)
 	}
 	var st stateFile
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&st); err != nil {
-		return nil, fmt.Errorf("read mount state %s: %w", path, err)
+		return stateFile{}, fmt.Errorf("read mount state %s: %w", path, err)
 	}
 	if st.Version != stateVersion {
-		return nil, fmt.Errorf("read mount state %s: version %d, want %d", path, st.Version, stateVersion)
+		return stateFile{}, fmt.Errorf("read mount state %s: version %d, want %d", path, st.Version, stateVersion)
+	}
+	return st, nil
+}
+
+// readState reads the mounts of the state file.
+func readState(path string) (map[string]Entry, error) {
+	st, err := readStateFile(path)
+	if err != nil {
+		return nil, err
 	}
 	entries := make(map[string]Entry, len(st.Mounts))
 	for _, e := range st.Mounts {
@@ -62,11 +74,33 @@ func checkEntry(e Entry) error {
 	return nil
 }
 
-// writeState replaces the state file atomically: a temporary file in the
-// same directory, written, fsynced, renamed over the old one, then the
-// directory fsynced so the rename itself is durable. The file is 0600.
+// readMappings reads the mappings of the state file, by name.
+func readMappings(path string) (map[string]Mapping, error) {
+	st, err := readStateFile(path)
+	if err != nil {
+		return nil, err
+	}
+	mappings := make(map[string]Mapping, len(st.Mappings))
+	for _, mp := range st.Mappings {
+		if err := checkMappingName(mp.Name); err != nil {
+			return nil, fmt.Errorf("read mount state %s: %w", path, err)
+		}
+		mappings[mp.Name] = mp
+	}
+	return mappings, nil
+}
+
+// writeState replaces the state file with entries and no mappings.
 func writeState(path string, entries map[string]Entry) error {
-	st := stateFile{Version: stateVersion, Mounts: sortedEntries(entries)}
+	return writeStateFile(path, entries, nil)
+}
+
+// writeStateFile replaces the state file atomically: a temporary file in
+// the same directory, written, fsynced, renamed over the old one, then
+// the directory fsynced so the rename itself is durable. The file is
+// 0600.
+func writeStateFile(path string, entries map[string]Entry, mappings map[string]Mapping) error {
+	st := stateFile{Version: stateVersion, Mounts: sortedEntries(entries), Mappings: sortedMappings(mappings)}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("write mount state: %w", err)

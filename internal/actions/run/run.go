@@ -91,6 +91,9 @@ type RunRequest struct {
 	User *Credential
 	// Timeout bounds the action; zero means only ctx does.
 	Timeout time.Duration
+	// Stdin is the program's standard input, handed over as the open
+	// file it is (a key checked on its descriptor); nil is /dev/null.
+	Stdin *os.File
 }
 
 // RunResult says how an action ended.
@@ -163,8 +166,8 @@ func (r *Runner) path() string {
 }
 
 // Run executes req and waits for it. The action runs in a process group
-// of its own, in "/", with stdin on /dev/null and stdout and stderr going
-// to the log. It ends when its first process does: whatever is left in the
+// of its own, in "/", with stdin on /dev/null (or RunRequest.Stdin) and
+// stdout and stderr going to the log. It ends when its first process does: whatever is left in the
 // group is then killed, so when Run returns no process of the group is
 // left running (but one that left the group with setsid(2) on purpose)
 // and, if the daemon is a child subreaper, none is left a zombie of it.

@@ -72,7 +72,8 @@ func (r *Runner) run(ctx context.Context, req *RunRequest, path string, env []st
 }
 
 // command makes the action's exec.Cmd: its own process group, in "/",
-// stdin on /dev/null, the request's user, SIGTERM to the group to stop it.
+// stdin on /dev/null or req.Stdin, the request's user, SIGTERM to the
+// group to stop it.
 func (r *Runner) command(ctx context.Context, req *RunRequest, path string, env []string, out *runOutput) (*exec.Cmd, *runGroup) {
 	cmd := exec.CommandContext(ctx, path)
 	cmd.Args = req.Argv
@@ -80,6 +81,9 @@ func (r *Runner) command(ctx context.Context, req *RunRequest, path string, env 
 	cmd.Dir = "/"
 	cmd.Stdout = out.stdout
 	cmd.Stderr = out.stderr
+	if req.Stdin != nil {
+		cmd.Stdin = req.Stdin
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if u := req.User; u != nil {
 		// setgroups(2) is always called: with no Groups the child gets

@@ -727,3 +727,37 @@ func TestRunUnkillable(t *testing.T) {
 		t.Errorf("pid %d still exists (a zombie?): %v", res.PID, err)
 	}
 }
+
+// TestRunStdin: RunRequest.Stdin is the child's fd 0, the very file
+// handed over, not something reopened by its path.
+func TestRunStdin(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "key")
+	if err := os.WriteFile(key, []byte("k"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.Rename(key, key+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	log, _ := logtest.New(t)
+	res, err := (&Runner{Log: log}).Run(t.Context(), RunRequest{
+		Argv: runHelper(t), Rule: "stdin", Stdin: f,
+		Env: []string{runHelperEnv + "=dump=" + dir}, Timeout: time.Minute,
+	})
+	if err != nil {
+		t.Fatalf("Run: %v (%+v)", err, res)
+	}
+	facts, err := os.ReadFile(filepath.Join(dir, "facts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "stdin=" + key + ".moved "; !strings.Contains(string(facts), want) {
+		t.Errorf("child facts %q, want %q", facts, want)
+	}
+}

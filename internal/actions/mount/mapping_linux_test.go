@@ -1,0 +1,426 @@
+package mount
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hotplugd/hotplugd/internal/actions/crypt"
+	"github.com/hotplugd/hotplugd/internal/actions/run"
+	"github.com/hotplugd/hotplugd/internal/host"
+	"github.com/hotplugd/hotplugd/internal/keyfile"
+	"github.com/hotplugd/hotplugd/internal/looptest"
+)
+
+// This machine's kernel has no device-mapper: these tests stand a fake
+// cryptsetup in for the real one (the real one runs in internal/e2e's
+// guest). On open it checks the key it reads on stdin and makes what the
+// kernel would: block/dm-0 in a sysfs of the test's whose dm/name is the
+// mapping and whose dev is that of a real loop partition with an ext4,
+// the cleartext, and /dev/mapper/<name> leading to it. On close it
+// removes them, or, when the cleartext is "busy", refuses (exit 5) or
+// with --deferred leaves them for the kernel to remove later. With a
+// file "fail" its open fails after making the mapping.
+
+const fakeKey = "the key of the test disk"
+
+const fakeCryptsetup = `#!/bin/sh
+d=%s
+echo "$*" >> "$d/calls"
+case "$1" in
+open)
+	[ "$(cat)" = "$(cat "$d/key")" ] || exit 2
+	for a; do name=$a; done
+	mkdir -p "$d/sys/devices/virtual/block/dm-0/dm" "$d/sys/block" "$d/dev/mapper"
+	echo "$name" > "$d/sys/devices/virtual/block/dm-0/dm/name"
+	cat "$d/devnum" > "$d/sys/devices/virtual/block/dm-0/dev"
+	ln -sfn ../devices/virtual/block/dm-0 "$d/sys/block/dm-0"
+	ln -sfn "$(cat "$d/cleartext")" "$d/dev/mapper/$name"
+	if [ -f "$d/fail" ]; then exit 1; fi # as if killed at the deadline, the mapping made
+	;;
+close)
+	for a; do name=$a; done
+	if [ -f "$d/busy" ]; then
+		[ "$2" = --deferred ] || exit 5
+		exit 0
+	fi
+	rm -rf "$d/sys/block/dm-0" "$d/sys/devices/virtual/block/dm-0" "$d/dev/mapper/$name"
+	;;
+esac
+`
+
+// cryptFixture is a Mounter whose cryptsetup is the fake, a backing loop
+// device, and a cleartext loop partition holding an ext4 "SECRET".
+type cryptFixture struct {
+	*mountFixture
+	dir     string // the fake's
+	key     string // the keyfile
+	backing Device
+	clear   *testDisk
+}
+
+func newCryptFixture(t *testing.T) *cryptFixture {
+	t.Helper()
+	looptest.Require(t, "mkfs.ext4")
+	dir := t.TempDir()
+	prog := filepath.Join(dir, "cryptsetup")
+	writeTestFile(t, prog, fmt.Sprintf(fakeCryptsetup, dir), 0o755)
+	key := filepath.Join(t.TempDir(), "disk.key")
+	writeTestFile(t, key, fakeKey, 0o600)
+	writeTestFile(t, filepath.Join(dir, "key"), fakeKey, 0o600)
+	clear := newDisk(t, "ext4", "SECRET", diskOptions{populate: map[string]string{"hello.txt": "inside\n"}})
+	writeTestFile(t, filepath.Join(dir, "devnum"), clear.dev.DevNum(), 0o644)
+	writeTestFile(t, filepath.Join(dir, "cleartext"), clear.part, 0o644)
+	loop := looptest.Attach(t, looptest.Image(t, 8<<20, ""))
+	st := looptest.WaitBlockDevice(t, loop.Dev)
+	backing := Device{Major: unix.Major(st.Rdev), Minor: unix.Minor(st.Rdev),
+		Devnode: loop.Dev, Devname: filepath.Base(loop.Dev), Devpath: "/devices/virtual/block/" + filepath.Base(loop.Dev),
+		UUID: "ed32c0be-7d35-4b42-ac27-8e8114bb0e78"}
+	log := slog.New(slog.NewTextHandler(mountLogWriter{t}, nil))
+	fx := newMountFixture(t, func(c *Config) {
+		c.Roots = host.Roots{Etc: c.Roots.Etc, Sys: filepath.Join(dir, "sys"), Dev: filepath.Join(dir, "dev")}
+		c.Crypt = &crypt.Cryptsetup{Path: prog, Runner: &run.Runner{Log: log, Grace: 200 * time.Millisecond}}
+	})
+	return &cryptFixture{mountFixture: fx, dir: dir, key: key, backing: backing, clear: clear}
+}
+
+func writeTestFile(t testing.TB, path, content string, perm os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), perm); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// calls are the fake's invocations so far, one "open ..." or "close ..."
+// a line.
+func (fx *cryptFixture) calls(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(fx.dir, "calls"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+}
+
+// open is the fake's "kernel" state: is there a dm-0?
+func (fx *cryptFixture) open() bool {
+	_, err := os.Stat(filepath.Join(fx.dir, "sys", "devices", "virtual", "block", "dm-0"))
+	return err == nil
+}
+
+func (fx *cryptFixture) unlock(t *testing.T) (Mapping, bool, error) {
+	t.Helper()
+	return fx.m.Unlock(t.Context(), fx.backing, UnlockRequest{Name: "luks-test", Keyfile: fx.key, Rule: "r", Timeout: time.Minute})
+}
+
+// mountCleartext mounts the cleartext of mp as the mount action does,
+// with the probe of the cleartext.
+func (fx *cryptFixture) mountCleartext(t *testing.T, mp Mapping) Entry {
+	t.Helper()
+	dev := mp.Cleartext
+	dev.FSUsage, dev.FSType, dev.Label, dev.UUID = "filesystem", "ext4", fx.clear.dev.Label, fx.clear.dev.UUID
+	e, err := fx.m.Mount(t.Context(), dev, Request{Rule: "r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func stateMappings(t *testing.T, path string) map[string]Mapping {
+	t.Helper()
+	mps, err := readMappings(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mps
+}
+
+// TestUnlockMountRemove: unlocked, recorded, the cleartext mounted at its
+// label; on removal of the backing device the cleartext is unmounted,
+// its directory removed and the mapping closed, plainly.
+func TestUnlockMountRemove(t *testing.T) {
+	fx := newCryptFixture(t)
+	mp, opened, err := fx.unlock(t)
+	if err != nil || opened {
+		t.Fatalf("Unlock: %+v, %v, %v", mp, opened, err)
+	}
+	want := Device{Major: fx.clear.dev.Major, Minor: fx.clear.dev.Minor, Devpath: "/devices/virtual/block/dm-0",
+		Devname: "dm-0", Devnode: filepath.Join(fx.dir, "dev", "mapper", "luks-test")}
+	if mp.Cleartext != want || mp.Name != "luks-test" || mp.Backing.Devnode != fx.backing.Devnode {
+		t.Errorf("mapping %+v, want cleartext %+v", mp, want)
+	}
+	if got := stateMappings(t, fx.state)["luks-test"]; got.Cleartext != want {
+		t.Errorf("recorded %+v", got)
+	}
+	if got, ok := fx.m.MappingOf(want); !ok || got.Name != "luks-test" {
+		t.Errorf("MappingOf the cleartext: %+v, %v", got, ok)
+	}
+	e := fx.mountCleartext(t, mp)
+	if e.MountPoint != filepath.Join(fx.root, "SECRET") || mountOn(t, e.MountPoint) == nil {
+		t.Fatalf("mounted at %s", e.MountPoint)
+	}
+	res, err := fx.m.CloseMappingsOn(t.Context(), Device{Major: fx.backing.Major, Minor: fx.backing.Minor, Devpath: fx.backing.Devpath})
+	if err != nil || len(res) != 1 {
+		t.Fatalf("CloseMappingsOn: %+v, %v", res, err)
+	}
+	if u := res[0].Unmount; u == nil || !u.Unmounted || u.Lazy || !u.DirRemoved || res[0].Deferred {
+		t.Errorf("close result %+v (unmount %+v)", res[0], u)
+	}
+	if mountOn(t, e.MountPoint) != nil || fx.open() {
+		t.Error("still mounted, or the mapping still open")
+	}
+	if calls := fx.calls(t); len(calls) != 2 || calls[1] != "close -- luks-test" {
+		t.Errorf("cryptsetup calls %q", calls)
+	}
+	if n := len(stateMappings(t, fx.state)) + len(stateEntries(t, fx.state)); n != 0 || len(fx.m.Mappings()) != 0 {
+		t.Errorf("%d state records left", n)
+	}
+}
+
+// TestCloseBusy: a process in the cleartext filesystem when the backing
+// device goes: the filesystem is detached lazily, and the mapping closed
+// with --deferred at once, the kernel removing it once the process lets
+// go. A mapping in use with its filesystem free is retried deferred.
+func TestCloseBusy(t *testing.T) {
+	fx := newCryptFixture(t)
+	mp, _, err := fx.unlock(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := fx.mountCleartext(t, mp)
+	sleeper := exec.Command("sleep", "600")
+	sleeper.Dir = e.MountPoint
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
+	writeTestFile(t, filepath.Join(fx.dir, "busy"), "", 0o644)
+	res, err := fx.m.CloseMappingsOn(t.Context(), fx.backing)
+	if err != nil || len(res) != 1 {
+		t.Fatalf("CloseMappingsOn: %+v, %v", res, err)
+	}
+	if u := res[0].Unmount; u == nil || !u.Lazy || !u.DirRemoved || !res[0].Deferred {
+		t.Errorf("close result %+v (unmount %+v), want lazy and deferred", res[0], u)
+	}
+	if calls := fx.calls(t); len(calls) != 2 || calls[1] != "close --deferred -- luks-test" {
+		t.Errorf("cryptsetup calls %q, want one deferred close", calls)
+	}
+	if len(fx.m.Mappings()) != 0 {
+		t.Error("a deferred mapping is still recorded; the kernel removes it")
+	}
+
+	// The filesystem free, the mapping held by someone else.
+	os.Remove(filepath.Join(fx.dir, "busy"))
+	fx.fake(t, "close", "--", "luks-test")
+	os.Remove(filepath.Join(fx.dir, "calls"))
+	if _, _, err := fx.unlock(t); err != nil {
+		t.Fatal(err)
+	}
+	writeTestFile(t, filepath.Join(fx.dir, "busy"), "", 0o644)
+	if res, err := fx.m.CloseMappingsOn(t.Context(), fx.backing); err != nil || len(res) != 1 || !res[0].Deferred || res[0].Unmount != nil {
+		t.Errorf("CloseMappingsOn: %+v, %v", res, err)
+	}
+	if calls := fx.calls(t); len(calls) != 3 || calls[1] != "close -- luks-test" || calls[2] != "close --deferred -- luks-test" {
+		t.Errorf("cryptsetup calls %q, want a close, then a deferred one", calls)
+	}
+}
+
+// TestUnlockFailures: a wrong key, a keyfile made a symlink after the
+// rules loaded, a name hotplugd did not open, and a cryptsetup killed
+// half-way: an error, and nothing left open or recorded.
+func TestUnlockFailures(t *testing.T) {
+	fx := newCryptFixture(t)
+	writeTestFile(t, filepath.Join(fx.dir, "key"), "another key", 0o600)
+	if _, _, err := fx.unlock(t); !errors.Is(err, crypt.ErrWrongKey) {
+		t.Errorf("wrong key: %v", err)
+	}
+	writeTestFile(t, filepath.Join(fx.dir, "key"), fakeKey, 0o600)
+
+	moved := fx.key + ".real"
+	if err := os.Rename(fx.key, moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(moved, fx.key); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := fx.unlock(t); !errors.Is(err, keyfile.ErrUnsafe) {
+		t.Errorf("keyfile swapped for a symlink: %v", err)
+	}
+	if len(fx.calls(t)) != 1 {
+		t.Errorf("cryptsetup ran with a symlinked keyfile: %q", fx.calls(t))
+	}
+	os.Remove(fx.key)
+	if err := os.Rename(moved, fx.key); err != nil {
+		t.Fatal(err)
+	}
+
+	// A mapping of the name that hotplugd did not open.
+	fx.fake(t, "open", "--", fx.backing.Devnode, "luks-test")
+	if _, _, err := fx.unlock(t); !errors.Is(err, ErrMappingExists) {
+		t.Errorf("a mapping hotplugd did not open has the name: %v", err)
+	}
+	fx.fake(t, "close", "--", "luks-test")
+	os.Remove(filepath.Join(fx.dir, "calls"))
+
+	// Failing after it made the mapping: it is closed again.
+	writeTestFile(t, filepath.Join(fx.dir, "fail"), "", 0o644)
+	if _, _, err := fx.unlock(t); !errors.Is(err, crypt.ErrFailed) {
+		t.Errorf("a failed open: %v", err)
+	}
+	if calls := fx.calls(t); len(calls) != 2 || calls[1] != "close -- luks-test" {
+		t.Errorf("cryptsetup calls %q, want the half-made mapping closed", calls)
+	}
+	if fx.open() || len(fx.m.Mappings()) != 0 || len(stateMappings(t, fx.state)) != 0 {
+		t.Error("something is left open or recorded")
+	}
+}
+
+// fake runs the fake cryptsetup as someone else would, with the key.
+func (fx *cryptFixture) fake(t *testing.T, args ...string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(fx.dir, "cryptsetup"), args...)
+	cmd.Stdin = strings.NewReader(fakeKey)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("fake cryptsetup %q: %v\n%s", args, err, out)
+	}
+}
+
+// TestUnlockAgain: the device's own mapping, opened before (a restart),
+// is taken as it is; cryptsetup does not run again.
+func TestUnlockAgain(t *testing.T) {
+	fx := newCryptFixture(t)
+	first, _, err := fx.unlock(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.m.Close()
+	m, err := NewMounter(fx.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.m = m
+	again, opened, err := fx.unlock(t)
+	if err != nil || !opened || again.Cleartext != first.Cleartext {
+		t.Errorf("again: %+v, %v, %v", again, opened, err)
+	}
+	if calls := fx.calls(t); len(calls) != 1 {
+		t.Errorf("cryptsetup calls %q", calls)
+	}
+	other := fx.backing
+	other.Minor++
+	other.Devpath += "x"
+	if _, _, err := fx.m.Unlock(t.Context(), other, UnlockRequest{Name: "luks-test", Keyfile: fx.key}); !errors.Is(err, ErrMappingExists) {
+		t.Errorf("the name, for another device: %v", err)
+	}
+}
+
+// TestReconcileMappings: after a restart, a mapping whose backing device
+// is gone has its cleartext detached and is closed; one whose device is
+// there is adopted; one the kernel no longer has is forgotten, and one
+// recorded just before cryptsetup opened it (a crash) is found by name.
+func TestReconcileMappings(t *testing.T) {
+	fx := newCryptFixture(t)
+	mp, _, err := fx.unlock(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := fx.mountCleartext(t, mp)
+	rep, err := fx.m.Reconcile(t.Context(), func(Device) bool { return true })
+	if err != nil || len(rep.Adopted) != 1 || len(rep.Kept) != 1 || fx.m.Mappings()[0].Name != "luks-test" {
+		t.Fatalf("everything present: %+v, %v", rep, err)
+	}
+	gone := func(d Device) bool { return d.DevNum() != fx.backing.DevNum() }
+	rep, err = fx.m.Reconcile(t.Context(), gone)
+	if err != nil || len(rep.Closed) != 1 || len(rep.Kept)+len(rep.Cleaned) != 0 {
+		t.Fatalf("backing gone: %+v, %v", rep, err)
+	}
+	if u := rep.Closed[0].Unmount; u == nil || !u.DirRemoved {
+		t.Errorf("closed %+v", rep.Closed[0])
+	}
+	if mountOn(t, e.MountPoint) != nil || fx.open() || len(fx.m.Mappings()) != 0 || len(stateEntries(t, fx.state)) != 0 {
+		t.Error("the mapping of a device that is gone is still mounted, open or recorded")
+	}
+
+	// Recorded, then a crash before cryptsetup returned.
+	pending := Mapping{Name: "luks-test", Backing: fx.backing, OpenedAt: time.Now().UTC()}
+	if err := fx.m.putMapping(pending); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = fx.m.Reconcile(t.Context(), gone)
+	if err != nil || len(rep.Forgotten) != 1 {
+		t.Errorf("recorded, never opened: %+v, %v", rep, err)
+	}
+	if err := fx.m.putMapping(pending); err != nil {
+		t.Fatal(err)
+	}
+	fx.fake(t, "open", "--", fx.backing.Devnode, "luks-test")
+	rep, err = fx.m.Reconcile(t.Context(), gone)
+	if err != nil || len(rep.Closed) != 1 || fx.open() {
+		t.Errorf("opened, not recorded as such: %+v, %v", rep, err)
+	}
+}
+
+// TestEjectMapping: eject of the backing disk finds the cleartext mount,
+// unmounts it and closes the mapping; a busy one is refused unless
+// forced.
+func TestEjectMapping(t *testing.T) {
+	fx := newCryptFixture(t)
+	mp, _, err := fx.unlock(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := fx.mountCleartext(t, mp)
+	sel, err := fx.m.Select(fx.backing.Devnode)
+	if err != nil || len(sel) != 1 || sel[0].MountPoint != e.MountPoint {
+		t.Fatalf("Select(%s): %+v, %v", fx.backing.Devnode, sel, err)
+	}
+	f, err := os.Open(filepath.Join(e.MountPoint, "hello.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fx.m.Eject(t.Context(), sel[0].Device, false); !errors.Is(err, ErrBusy) {
+		t.Errorf("eject of a busy cleartext: %v", err)
+	}
+	f.Close()
+	if !fx.open() || len(fx.m.Mappings()) != 1 {
+		t.Fatal("a refused eject closed the mapping")
+	}
+	res, err := fx.m.Eject(t.Context(), sel[0].Device, false)
+	if err != nil || !res.Unmounted || res.Closed != "luks-test" || res.Deferred {
+		t.Errorf("eject: %+v, %v", res, err)
+	}
+	if mountOn(t, e.MountPoint) != nil || fx.open() || len(fx.m.Mappings()) != 0 {
+		t.Error("still mounted, open or recorded after the eject")
+	}
+}
+
+// TestStateWithoutMappings: a state file of before mappings reads as
+// one with none, and one with none is written without the key.
+func TestStateWithoutMappings(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mounts.json")
+	writeTestFile(t, path, `{"version": 1, "mounts": []}`, 0o600)
+	if mps, err := readMappings(path); err != nil || len(mps) != 0 {
+		t.Errorf("readMappings: %v, %v", mps, err)
+	}
+	if err := writeState(path, map[string]Entry{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); strings.Contains(string(b), "mappings") {
+		t.Errorf("state without mappings: %s", b)
+	}
+	writeTestFile(t, path, `{"version": 1, "mounts": [], "mappings": [{"name": "../x"}]}`, 0o600)
+	if _, err := readMappings(path); err == nil {
+		t.Error("a mapping named ../x was accepted")
+	}
+}
