@@ -65,12 +65,6 @@ func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
 	return res, c.do(ctx, http.MethodPost, "/v1/reload", struct{}{}, &res)
 }
 
-// Trigger is POST /v1/trigger.
-func (c *Client) Trigger(ctx context.Context, req TriggerRequest) (TriggerResult, error) {
-	var res TriggerResult
-	return res, c.do(ctx, http.MethodPost, "/v1/trigger", req, &res)
-}
-
 // Settle is GET /v1/settle: it returns when the daemon's queue is empty
 // and no action runs, or after timeout.
 func (c *Client) Settle(ctx context.Context, timeout time.Duration) (SettleResult, error) {

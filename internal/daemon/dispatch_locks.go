@@ -308,13 +308,6 @@ func (k *kids) remove(n *node) {
 	}
 }
 
-func (k *kids) len() int {
-	if k.one != nil {
-		return 1
-	}
-	return len(k.many)
-}
-
 func (k *kids) each(f func(*node)) {
 	if k.one != nil {
 		f(k.one)

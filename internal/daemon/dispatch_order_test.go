@@ -432,3 +432,11 @@ func TestSeqRingMatchesModel(t *testing.T) {
 		}
 	}
 }
+
+// len is how many children k holds.
+func (k *kids) len() int {
+	if k.one != nil {
+		return 1
+	}
+	return len(k.many)
+}

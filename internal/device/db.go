@@ -164,19 +164,6 @@ func (b *db) take(devpath string) *record {
 	return e.Value.(*record)
 }
 
-func (b *db) known(devpath string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	_, ok := b.byPath[devpath]
-	return ok
-}
-
-func (b *db) devpaths() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return slices.Sorted(maps.Keys(b.byPath))
-}
-
 func (b *db) stats() (int, uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -703,4 +705,17 @@ func TestRouteEventLeavesDatabase(t *testing.T) {
 	if !ok || len(props) == 0 || props[0].Value != "add" {
 		t.Errorf("after add and carrier the database holds %v, want the add's properties", props)
 	}
+}
+
+func (b *db) known(devpath string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, ok := b.byPath[devpath]
+	return ok
+}
+
+func (b *db) devpaths() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Sorted(maps.Keys(b.byPath))
 }

@@ -371,16 +371,3 @@ func (rs *RuleSet) logEvalError(r *Rule, ev *uevent.Event, err error) {
 			"err", err, "suppressed", suppressed)
 	}
 }
-
-// eval runs the rule's match against env, pre-filter included.
-func (r *Rule) eval(env *Env) (bool, error) {
-	if ok, _ := r.filter.allows(actionBit(env.ev.Action), env.ev.Subsystem); !ok {
-		return false, nil
-	}
-	env.load(r.needs)
-	out, err := vm.Run(r.prog, env.m)
-	if err != nil {
-		return false, runtimeErr(err)
-	}
-	return out == true, nil
-}

@@ -443,3 +443,18 @@ func BenchmarkParseUdev(b *testing.B) {
 		}
 	}
 }
+
+// appendKernel appends the event in the kernel's wire format.
+func (e *Event) appendKernel(b []byte) []byte {
+	b = append(b, e.Action...)
+	b = append(b, '@')
+	b = append(b, e.DevPath...)
+	b = append(b, 0)
+	for _, p := range e.Props {
+		b = append(b, p.Key...)
+		b = append(b, '=')
+		b = append(b, p.Value...)
+		b = append(b, 0)
+	}
+	return b
+}

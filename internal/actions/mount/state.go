@@ -90,11 +90,6 @@ func readMappings(path string) (map[string]Mapping, error) {
 	return mappings, nil
 }
 
-// writeState replaces the state file with entries and no mappings.
-func writeState(path string, entries map[string]Entry) error {
-	return writeStateFile(path, entries, nil)
-}
-
 // writeStateFile replaces the state file atomically: a temporary file in
 // the same directory, written, fsynced, renamed over the old one, then
 // the directory fsynced so the rename itself is durable. The file is

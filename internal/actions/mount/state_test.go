@@ -135,3 +135,8 @@ func TestStateConcurrentWrites(t *testing.T) {
 		t.Errorf("%d entries, want 20", len(got))
 	}
 }
+
+// writeState replaces the state file with entries and no mappings.
+func writeState(path string, entries map[string]Entry) error {
+	return writeStateFile(path, entries, nil)
+}
