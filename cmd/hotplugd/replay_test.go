@@ -76,10 +76,14 @@ func TestReplayUpdate(t *testing.T) {
 
 // TestReplayUnlock runs `hotplugd test --replay` on a LUKS stick plugged
 // in and pulled out: the add unlocks, mounts the cleartext and runs, the
-// remove unmounts the cleartext and closes the mapping. The keyfile is
-// the test's, shown as $KEYS.
+// remove unmounts the cleartext and closes the mapping; the expectations
+// hold the cryptsetup commands, so a read-only unlock differs. The
+// keyfile is the test's, shown as $KEYS.
 func TestReplayUnlock(t *testing.T) {
-	const events = "../../configs/examples/testdata/luks-stick.jsonl"
+	const (
+		events = "../../configs/examples/testdata/luks-stick.jsonl"
+		expect = "testdata/replay-luks.expect.yaml"
+	)
 	key := keytest.Key(t, "the key itself")
 	dir := t.TempDir()
 	rules := func(name, extra string) string {
@@ -96,13 +100,15 @@ func TestReplayUnlock(t *testing.T) {
 		}
 		return p
 	}
-	plain := rules("rules.yaml", "")
+	plain, readOnly := rules("rules.yaml", ""), rules("read-only.yaml", ", read_only: true")
 	for _, tt := range []struct {
 		name string
 		args []string
 		code int
 	}{
 		{"print", []string{"--config", plain, "--replay", events}, 0},
+		{"expect", []string{"--config", plain, "--replay", events, "--expect", expect}, 0},
+		{"expect-differs", []string{"--config", readOnly, "--replay", events, "--expect", expect}, 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got, code := runCmd(t, append([]string{"test"}, tt.args...)...)

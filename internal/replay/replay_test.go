@@ -187,6 +187,44 @@ func TestReplayLUKS(t *testing.T) {
 	}
 }
 
+// TestReplayLUKSExpect: the expectations of a LUKS stick have the
+// unlock's cryptsetup command, so a changed unlock (read-only here)
+// differs; and the close of the mapping after the removal.
+func TestReplayLUKSExpect(t *testing.T) {
+	key := keytest.Key(t, "the key of the stick")
+	path := filepath.Join(t.TempDir(), "luks.expect.yaml")
+	u := NewUpdater()
+	for _, o := range replayFile(t, loadRules(t, fmt.Sprintf(luksRules, key, "")), luksStick) {
+		u.Add(o)
+	}
+	if err := u.Write(path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"kind: unlock\n        argv: [" + crypt.DefaultPaths[0] + ", open,",
+		"kind: unmount\n        argv: [" + crypt.DefaultPaths[0] + ", close, --, luks-ed32c0be-"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("expectations lack %q:\n%s", want, b)
+		}
+	}
+	x, err := ReadExpectations(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var diffs []string
+	for _, o := range replayFile(t, loadRules(t, fmt.Sprintf(luksRules, key, ", read_only: true")), luksStick) {
+		if d := x.Check(&o); d != nil {
+			diffs = append(diffs, d.String())
+		}
+	}
+	if len(diffs) != 1 || !strings.Contains(diffs[0], `+ luks-stick unlock: argv ["`+crypt.DefaultPaths[0]+`", "open", "--type", "luks", "--key-file", "-", "--readonly", "--"`) {
+		t.Errorf("a read-only unlock: diffs\n%s", strings.Join(diffs, ""))
+	}
+}
+
 // TestReplayWithoutFacts: an event without a walk, and a remove of a
 // device no event told of, answer "" and false, and say so.
 func TestReplayWithoutFacts(t *testing.T) {
