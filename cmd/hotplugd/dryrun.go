@@ -105,19 +105,7 @@ func printStep(w io.Writer, st actions.Step, err error) {
 	case "mount":
 		printMount(w, st, err)
 	case "unmount":
-		switch {
-		case err != nil:
-			fmt.Fprintf(w, "  unmount %s\n    would fail: %s\n", nodeOrNone(st.Devnode), display(err.Error()))
-		case st.Mapping != "" && st.MountPath != "":
-			fmt.Fprintf(w, "  unmount the cleartext of %s from %s, then close its mapping %s (deferred while in use)\n",
-				nodeOrNone(st.Devnode), quoteArg(st.MountPath), quoteArg(st.Mapping))
-		case st.Mapping != "":
-			fmt.Fprintf(w, "  close the mapping %s of %s (deferred while in use)\n", quoteArg(st.Mapping), nodeOrNone(st.Devnode))
-		case st.MountPath != "":
-			fmt.Fprintf(w, "  unmount %s from %s\n", nodeOrNone(st.Devnode), quoteArg(st.MountPath))
-		default:
-			fmt.Fprintf(w, "  unmount %s: what hotplugd mounted for this device, if anything\n", nodeOrNone(st.Devnode))
-		}
+		printUnmount(w, st, err)
 	case "notify":
 		printNotify(w, st, err)
 	case "unlock":
@@ -127,20 +115,47 @@ func printStep(w io.Writer, st actions.Step, err error) {
 	}
 }
 
+// printUnmount shows what an unmount (or a removal) would undo: the
+// mount of the device, or of the cleartext of a mapping on it, and the
+// cryptsetup command that would close the mapping.
+func printUnmount(w io.Writer, st actions.Step, err error) {
+	switch {
+	case err != nil:
+		fmt.Fprintf(w, "  unmount %s\n    would fail: %s\n", nodeOrNone(st.Devnode), display(err.Error()))
+	case st.Mapping != "" && st.MountPath != "":
+		fmt.Fprintf(w, "  unmount the cleartext of %s from %s, then close its mapping %s (deferred while in use)\n",
+			nodeOrNone(st.Devnode), quoteArg(st.MountPath), quoteArg(st.Mapping))
+	case st.Mapping != "":
+		fmt.Fprintf(w, "  close the mapping %s of %s (deferred while in use)\n", quoteArg(st.Mapping), nodeOrNone(st.Devnode))
+	case st.MountPath != "":
+		fmt.Fprintf(w, "  unmount %s from %s\n", nodeOrNone(st.Devnode), quoteArg(st.MountPath))
+	default:
+		fmt.Fprintf(w, "  unmount %s: what hotplugd mounted for this device, if anything\n", nodeOrNone(st.Devnode))
+	}
+	if err == nil && st.Argv != nil {
+		fmt.Fprintf(w, "    run %s\n", argvLine(st.Argv))
+	}
+}
+
+// argvLine shows an argv as one line, each argument as quoteArg shows it.
+func argvLine(argv []string) string {
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		q[i] = quoteArg(a)
+	}
+	return strings.Join(q, " ")
+}
+
 func printRun(w io.Writer, st actions.Step, err error) {
 	if err != nil {
 		fmt.Fprintf(w, "  run: would fail: %v\n", err)
 		return
 	}
-	argv := make([]string, len(st.Argv))
-	for i, a := range st.Argv {
-		argv[i] = quoteArg(a)
-	}
 	user := "the daemon's user"
 	if st.User != "" {
 		user = st.User
 	}
-	fmt.Fprintf(w, "  run %s\n    as %s, timeout %s\n", strings.Join(argv, " "), user, st.Timeout)
+	fmt.Fprintf(w, "  run %s\n    as %s, timeout %s\n", argvLine(st.Argv), user, st.Timeout)
 	for _, kv := range st.Env {
 		k, v, _ := strings.Cut(kv, "=")
 		fmt.Fprintf(w, "    env %s=%s\n", k, quoteArg(v))
@@ -195,12 +210,8 @@ func printUnlock(w io.Writer, st actions.Step, err error) {
 		fmt.Fprintf(w, "  unlock %s\n    would fail: %s\n", nodeOrNone(st.Devnode), display(err.Error()))
 		return
 	}
-	argv := make([]string, len(st.Argv))
-	for i, a := range st.Argv {
-		argv[i] = quoteArg(a)
-	}
 	fmt.Fprintf(w, "  unlock %s as %s: %s\n    run %s\n    key from %s on stdin, timeout %s\n",
-		nodeOrNone(st.Devnode), quoteArg(st.Mapping), quoteArg(st.Cleartext), strings.Join(argv, " "),
+		nodeOrNone(st.Devnode), quoteArg(st.Mapping), quoteArg(st.Cleartext), argvLine(st.Argv),
 		quoteArg(st.Keyfile), st.Timeout)
 }
 

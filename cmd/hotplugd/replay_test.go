@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hotplugd/hotplugd/internal/keyfile/keytest"
 )
 
 // TestReplayGolden runs `hotplugd test --replay` on a recorded plug and
@@ -69,5 +71,55 @@ func TestReplayUpdate(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(expect); !strings.HasPrefix(string(b), "# What replay-rules.yaml does") {
 		t.Errorf("the update lost the file's comment:\n%s", b)
+	}
+}
+
+// TestReplayUnlock runs `hotplugd test --replay` on a LUKS stick plugged
+// in and pulled out: the add unlocks, mounts the cleartext and runs, the
+// remove unmounts the cleartext and closes the mapping; the expectations
+// hold the cryptsetup commands, so a read-only unlock differs. The
+// keyfile is the test's, shown as $KEYS.
+func TestReplayUnlock(t *testing.T) {
+	const (
+		events = "../../configs/examples/testdata/luks-stick.jsonl"
+		expect = "testdata/replay-luks.expect.yaml"
+	)
+	key := keytest.Key(t, "the key itself")
+	dir := t.TempDir()
+	rules := func(name, extra string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(`rules:
+  - name: luks-stick
+    match: action == "add" && subsystem == "block" && fs.label == "STICK"
+    actions:
+      - unlock: {keyfile: `+key+extra+`}
+      - mount: {options: [noatime]}
+      - run: {argv: [/bin/echo, "{{ unlock.device }}", "{{ mount.path }}"]}
+`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	plain, readOnly := rules("rules.yaml", ""), rules("read-only.yaml", ", read_only: true")
+	for _, tt := range []struct {
+		name string
+		args []string
+		code int
+	}{
+		{"print", []string{"--config", plain, "--replay", events}, 0},
+		{"expect", []string{"--config", plain, "--replay", events, "--expect", expect}, 0},
+		{"expect-differs", []string{"--config", readOnly, "--replay", events, "--expect", expect}, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, code := runCmd(t, append([]string{"test"}, tt.args...)...)
+			if code != tt.code {
+				t.Errorf("exit status %d, want %d", code, tt.code)
+			}
+			if strings.Contains(got, "the key itself") {
+				t.Errorf("the output holds the key:\n%s", got)
+			}
+			got = strings.NewReplacer(filepath.Dir(key), "$KEYS", dir, "$RULES").Replace(got)
+			golden(t, "replay-luks-"+tt.name, got)
+		})
 	}
 }

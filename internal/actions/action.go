@@ -55,7 +55,7 @@ func (c *Context) setUnlocked(mp *mount.Mapping) {
 // templates rendered and its defaults applied by the same code either way.
 type Step struct {
 	Kind    string        // run, mount, unmount, notify, unlock
-	Argv    []string      // run: after templates; unlock: cryptsetup's
+	Argv    []string      // run: after templates; unlock: cryptsetup's open; unmount: the close of a mapping
 	Env     []string      // run: the rule's NAME=VALUE additions, by name
 	User    string        // run: its user, mount: the owner; "" the daemon's user (run) or root (mount)
 	Timeout time.Duration // run, mount, unlock

@@ -137,7 +137,7 @@ rules:
 	want := []string{
 		"matched gone",
 		`gone unmount argv=[] path="" msg=""`,
-		`gone notify argv=[] path="" msg="loop0p1 was at ` + filepath.Join(m.Root(), planMountPoint) + `"`,
+		`gone notify argv=[] path="" msg="loop0p1 was at ` + filepath.Join(m.Root(), mount.UnknownName) + `"`,
 		`(removal) unmount argv=[] path="" msg=""`,
 	}
 	if diff := cmp.Diff(want, rec.lines); diff != "" {

@@ -20,11 +20,6 @@ var errNoMounter = errors.New("mounting is not available")
 // errDeviceNumber: an event of a block device without MAJOR and MINOR.
 var errDeviceNumber = errors.New("device has no major:minor (the kernel's events of block devices carry MAJOR= and MINOR=)")
 
-// planMountPoint stands for the mount point of an unmount in a dry run:
-// which mount hotplugd recorded for the device is known only when the
-// event really comes.
-const planMountPoint = "<mount point>"
-
 type mountAction struct {
 	spec *rules.MountSpec
 	deps *Deps
@@ -50,7 +45,8 @@ func (a *mountAction) request(c *Context) mount.Request {
 
 // Do mounts the event's device under the mount root (see
 // mount.Mounter.Mount), or with PlanOnly plans it (mount.Mounter.Plan,
-// the same decisions), and gives the actions after it {{ mount.path }}.
+// the same decisions; PlanCleartext after an unlock), and gives the
+// actions after it {{ mount.path }}.
 func (a *mountAction) Do(ctx context.Context, c *Context) (Step, error) {
 	st := Step{Kind: "mount", Devnode: c.Dev.DevNode(), Timeout: a.spec.Timeout}
 	if a.spec.Owner != nil {
@@ -65,11 +61,15 @@ func (a *mountAction) Do(ctx context.Context, c *Context) (Step, error) {
 	}
 	st.Devnode = dev.Devnode
 	if a.deps.PlanOnly {
-		if c.Unlocked != nil && dev.Major == 0 && dev.Minor == 0 {
+		if c.Unlocked != nil {
 			// A dry run opens nothing: what is inside is known once
 			// the device is unlocked.
-			st.MountPath = filepath.Join(a.deps.Mounter.Root(), planMountPoint)
-			c.setMountPath(st.MountPath)
+			path, err := a.deps.Mounter.PlanCleartext(dev, a.request(c))
+			if err != nil {
+				return st, err
+			}
+			st.MountPath = path
+			c.setMountPath(path)
 			return st, nil
 		}
 		p, err := a.deps.Mounter.Plan(dev, a.request(c))
@@ -111,7 +111,9 @@ func (a *unmountAction) Do(ctx context.Context, c *Context) (Step, error) {
 	if err == nil {
 		path := st.MountPath
 		if path == "" && a.deps.PlanOnly {
-			path = filepath.Join(a.deps.Mounter.Root(), planMountPoint)
+			// Which mount hotplugd recorded for the device is known
+			// only when the event really comes.
+			path = filepath.Join(a.deps.Mounter.Root(), mount.UnknownName)
 		}
 		c.setMountPath(path)
 	}

@@ -25,10 +25,11 @@ func newUnlock(a rules.Action, deps *Deps) (Action, error) {
 }
 
 // Do opens the event's LUKS device with the rule's keyfile (see
-// mount.Mounter.Unlock), or with PlanOnly says how it would, and gives
-// the actions after it the cleartext: a mount mounts it, and
-// {{ unlock.device }} is its node. A wrong key, a device that is not
-// LUKS, a missing cryptsetup: an error, and nothing is left open.
+// mount.Mounter.Unlock), or with PlanOnly says how it would
+// (mount.Mounter.PlanUnlock), and gives the actions after it the
+// cleartext: a mount mounts it, and {{ unlock.device }} is its node. A
+// wrong key, a device that is not LUKS, a missing cryptsetup: an error,
+// and nothing is left open.
 func (a *unlockAction) Do(ctx context.Context, c *Context) (Step, error) {
 	st := Step{Kind: "unlock", Devnode: c.Dev.DevNode(), Timeout: a.spec.Timeout, Keyfile: a.spec.Keyfile}
 	fs := c.Dev.FS()
@@ -50,10 +51,12 @@ func (a *unlockAction) Do(ctx context.Context, c *Context) (Step, error) {
 	req := mount.UnlockRequest{Name: name, Keyfile: a.spec.Keyfile, ReadOnly: a.spec.ReadOnly, Rule: c.Rule, Timeout: a.spec.Timeout}
 	st.Argv = a.deps.Mounter.UnlockArgv(dev, req)
 	if a.deps.PlanOnly {
-		mp := &mount.Mapping{Name: name, Backing: dev, Cleartext: mount.Device{Devnode: a.deps.Mounter.CleartextNode(name)},
-			ReadOnly: a.spec.ReadOnly}
-		st.Cleartext = mp.Cleartext.Devnode
-		c.setUnlocked(mp)
+		mp, opened, err := a.deps.Mounter.PlanUnlock(dev, req)
+		if err != nil {
+			return st, err
+		}
+		st.Cleartext, st.Opened = mp.Cleartext.Devnode, opened
+		c.setUnlocked(&mp)
 		return st, nil
 	}
 	mp, opened, err := a.deps.Mounter.Unlock(ctx, dev, req)
@@ -68,11 +71,11 @@ func (a *unlockAction) Do(ctx context.Context, c *Context) (Step, error) {
 }
 
 // cleartextDevice describes the cleartext of an unlock for a mount, with
-// its own probe: what is inside is known only now. In a dry run, which
-// opens nothing, it has no device number.
+// its own probe: what is inside is known only now. A dry run opens
+// nothing, and has nothing to probe.
 func cleartextDevice(ctx context.Context, deps *Deps, mp *mount.Mapping) (mount.Device, error) {
 	dev := mp.Cleartext
-	if dev.Major == 0 && dev.Minor == 0 {
+	if deps.PlanOnly {
 		return dev, nil
 	}
 	if deps.Probe == nil {
@@ -89,7 +92,7 @@ func cleartextDevice(ctx context.Context, deps *Deps, mp *mount.Mapping) (mount.
 // releaseDevice is what a removal (or an unmount action) does: unmount
 // what hotplugd mounted for the event's device (unmountDevice), then close
 // the mappings it opened on it, their cleartext unmounted first. With
-// PlanOnly it only looks them up.
+// PlanOnly the mounter plans the same steps (mount.Mounter.CloseMappingsOn).
 func releaseDevice(ctx context.Context, deps *Deps, c *Context) (Step, error) {
 	st, err := unmountDevice(ctx, deps, c)
 	if err != nil {
@@ -99,20 +102,16 @@ func releaseDevice(ctx context.Context, deps *Deps, c *Context) (Step, error) {
 	if err != nil {
 		return st, err
 	}
-	if deps.PlanOnly {
-		for _, mp := range deps.Mounter.MappingsOn(dev) {
-			st.Mapping = mp.Name
-			if e, ok := deps.Mounter.Lookup(mp.Cleartext); ok {
-				st.MountPath = e.MountPoint
-			}
-		}
-		return st, nil
-	}
 	closed, err := deps.Mounter.CloseMappingsOn(ctx, dev)
 	for _, r := range closed {
-		st.Mapping, st.Deferred = r.Mapping.Name, r.Deferred
+		st.Mapping, st.Deferred, st.Argv = r.Mapping.Name, r.Deferred, r.Argv
 		if u := r.Unmount; u != nil {
 			st.MountPath, st.Lazy = u.Entry.MountPoint, u.Lazy
+		}
+		if deps.PlanOnly {
+			continue
+		}
+		if u := r.Unmount; u != nil {
 			logUnmount(deps, r.Mapping.Cleartext.Devnode, *u)
 		}
 		if r.Deferred {

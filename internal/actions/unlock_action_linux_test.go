@@ -84,10 +84,10 @@ func TestUnlockPlanned(t *testing.T) {
 		len(u.Argv) < 5 || !cmp.Equal(u.Argv[len(u.Argv)-5:], wantArgv) || !strings.HasSuffix(u.Argv[0], "cryptsetup") {
 		t.Errorf("unlock step %+v", u)
 	}
-	if mnt := steps[1]; mnt.Devnode != node || mnt.MountPath != filepath.Join(m.Root(), planMountPoint) || mnt.Mount != nil {
+	if mnt := steps[1]; mnt.Devnode != node || mnt.MountPath != filepath.Join(m.Root(), mount.UnknownName) || mnt.Mount != nil {
 		t.Errorf("mount step %+v", mnt)
 	}
-	if diff := cmp.Diff([]string{"/bin/echo", node, filepath.Join(m.Root(), planMountPoint)}, steps[2].Argv); diff != "" {
+	if diff := cmp.Diff([]string{"/bin/echo", node, filepath.Join(m.Root(), mount.UnknownName)}, steps[2].Argv); diff != "" {
 		t.Errorf("argv after the unlock (-want +got):\n%s", diff)
 	}
 	if s := fmt.Sprintf("%+v", steps); strings.Contains(s, "secret-of-the-disk") {
@@ -197,7 +197,8 @@ func TestUnlockMountRemove(t *testing.T) {
 	rec = recorder{}
 	remove := event(t, append([]string{"ACTION=remove", "SEQNUM=2"}, props...)...)
 	set.Run(context.Background(), remove, nil, nil, &rec)
-	if want := []string{`(removal) unmount argv=[] path="` + point + `" msg=""`}; !cmp.Equal(want, rec.lines) {
+	closeArgv := fmt.Sprintf("%q", []string{prog, "close", "--", "luks-" + luksUUID})
+	if want := []string{`(removal) unmount argv=` + closeArgv + ` path="` + point + `" msg=""`}; !cmp.Equal(want, rec.lines) {
 		t.Errorf("removal: %q, want %q", rec.lines, want)
 	}
 	if _, err := os.Stat(point); !errors.Is(err, os.ErrNotExist) || len(m.Mappings()) != 0 || len(m.Entries()) != 0 {

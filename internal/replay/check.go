@@ -170,8 +170,13 @@ func stepExpect(st Step) ExpectAction {
 		if a.Argv == nil {
 			a.Argv = []string{}
 		}
-	case "mount", "unmount":
+	case "unlock":
+		a.Argv = st.Argv // the key's path is not in it: the key comes on stdin
+	case "mount":
 		a.MountPath = &st.MountPath
+	case "unmount":
+		a.MountPath = &st.MountPath
+		a.Argv = st.Argv // the close of the mapping, when it closes one
 	case "notify":
 		a.Message = &st.Message
 	}

@@ -123,8 +123,8 @@ func (observer) Matched(*rules.Rule) {}
 
 func (ob observer) Did(r *rules.Rule, st actions.Step, err error) {
 	o := ob.o
-	if r == nil && err == nil && st.MountPath == "" {
-		return // the removal of a device the replay did not mount: the daemon does nothing
+	if r == nil && err == nil && st.MountPath == "" && st.Mapping == "" {
+		return // the removal of a device the replay neither mounted nor unlocked: the daemon does nothing
 	}
 	o.Steps = append(o.Steps, Step{Rule: r, Step: st, Err: err})
 }

@@ -3,21 +3,29 @@ package replay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/hotplugd/hotplugd/internal/actions/crypt"
+	"github.com/hotplugd/hotplugd/internal/keyfile/keytest"
 	"github.com/hotplugd/hotplugd/internal/rules"
 )
 
 // stick is the shipped recording of a USB stick plugged in and pulled
 // out, made in the real-machine suite's guest; loopImage that of a disk
 // image's partition on a loop device, added and removed.
+// luksStick is the same stick with a LUKS2 header on its partition
+// (derived from the recording of stick).
 const (
 	stick     = "../../configs/examples/testdata/usb-stick.jsonl"
 	loopImage = "../../configs/examples/testdata/loop-image.jsonl"
+	luksStick = "../../configs/examples/testdata/luks-stick.jsonl"
 )
 
 // stickRules mount whatever filesystem is added, say so, and say which
@@ -124,6 +132,96 @@ func TestReplayStick(t *testing.T) {
 	}
 	if len(remove.Steps) != 2 || remove.Steps[0].Message != label+" removed" || remove.Steps[1].Rule != nil || remove.Steps[1].MountPath != path {
 		t.Errorf("remove: steps %+v; want the notification and the unmount from %s", remove.Steps, path)
+	}
+}
+
+// luksRules unlock the stick's partition, mount the cleartext and say
+// where; %s is the keyfile, %s the unlock's further settings.
+const luksRules = `settings: {mount_root: /media}
+rules:
+  - name: luks-stick
+    match: action == "add" && subsystem == "block" && fs.type == "crypto_LUKS" && fs.label == "STICK"
+    actions:
+      - unlock: {keyfile: %s%s}
+      - mount: {options: [noatime]}
+      - run: {argv: [/bin/echo, "{{ unlock.device }}", "{{ mount.path }}"]}
+`
+
+// TestReplayLUKS: the add of a LUKS partition plans the unlock with its
+// cryptsetup command (the key on stdin, its path in no argv), the mount
+// of the cleartext and a run that sees both; its remove plans what the
+// daemon does, the cleartext unmounted from where it was planned, then
+// the mapping closed.
+func TestReplayLUKS(t *testing.T) {
+	key := keytest.Key(t, "the key of the stick")
+	outs := replayFile(t, loadRules(t, fmt.Sprintf(luksRules, key, "")), luksStick)
+	const (
+		name = "luks-ed32c0be-7d35-4b42-ac27-8e8114bb0e78"
+		node = "/dev/mapper/" + name
+		path = "/media/<mount point>" // a replay opens nothing: what is inside, and its label, is not known
+	)
+	cryptsetup := crypt.DefaultPaths[0] // the replay's machine's, whatever this one has
+	var got []string
+	for _, o := range outs {
+		for _, st := range o.Steps {
+			rule := "(removal)"
+			if st.Rule != nil {
+				rule = st.Rule.Name
+			}
+			got = append(got, fmt.Sprintf("%d %s %s argv=%q path=%q mapping=%q err=%v", o.Rec.Event.Seqnum, rule, st.Kind,
+				st.Argv, st.MountPath, st.Mapping, st.Err))
+		}
+	}
+	want := []string{
+		fmt.Sprintf("687 luks-stick unlock argv=%q path=\"\" mapping=%q err=<nil>",
+			[]string{cryptsetup, "open", "--type", "luks", "--key-file", "-", "--", "/dev/sda1", name}, name),
+		fmt.Sprintf("687 luks-stick mount argv=[] path=%q mapping=\"\" err=<nil>", path),
+		fmt.Sprintf("687 luks-stick run argv=%q path=\"\" mapping=\"\" err=<nil>", []string{"/bin/echo", node, path}),
+		fmt.Sprintf("692 (removal) unmount argv=%q path=%q mapping=%q err=<nil>", []string{cryptsetup, "close", "--", name}, path, name),
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("steps (-want +got):\n%s", diff)
+	}
+	if s := fmt.Sprintf("%+v", outs); strings.Contains(s, "the key of the stick") {
+		t.Error("an outcome holds the key")
+	}
+}
+
+// TestReplayLUKSExpect: the expectations of a LUKS stick have the
+// unlock's cryptsetup command, so a changed unlock (read-only here)
+// differs; and the close of the mapping after the removal.
+func TestReplayLUKSExpect(t *testing.T) {
+	key := keytest.Key(t, "the key of the stick")
+	path := filepath.Join(t.TempDir(), "luks.expect.yaml")
+	u := NewUpdater()
+	for _, o := range replayFile(t, loadRules(t, fmt.Sprintf(luksRules, key, "")), luksStick) {
+		u.Add(o)
+	}
+	if err := u.Write(path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"kind: unlock\n        argv: [" + crypt.DefaultPaths[0] + ", open,",
+		"kind: unmount\n        argv: [" + crypt.DefaultPaths[0] + ", close, --, luks-ed32c0be-"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("expectations lack %q:\n%s", want, b)
+		}
+	}
+	x, err := ReadExpectations(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var diffs []string
+	for _, o := range replayFile(t, loadRules(t, fmt.Sprintf(luksRules, key, ", read_only: true")), luksStick) {
+		if d := x.Check(&o); d != nil {
+			diffs = append(diffs, d.String())
+		}
+	}
+	if len(diffs) != 1 || !strings.Contains(diffs[0], `+ luks-stick unlock: argv ["`+crypt.DefaultPaths[0]+`", "open", "--type", "luks", "--key-file", "-", "--readonly", "--"`) {
+		t.Errorf("a read-only unlock: diffs\n%s", strings.Join(diffs, ""))
 	}
 }
 

@@ -48,6 +48,9 @@ type CloseResult struct {
 	// Deferred: the mapping was still in use; the kernel removes it once
 	// its last user closes it (cryptsetup close --deferred).
 	Deferred bool
+	// Argv is the cryptsetup command that closed it (with PlanOnly, that
+	// would); nil when the kernel had closed it already.
+	Argv []string
 }
 
 // mappingKey is a mapping's key in Mounter.busy, apart from devices'.
@@ -114,8 +117,14 @@ func sameDevice(rec, dev Device) bool {
 	return rec.DevNum() == dev.DevNum() && (rec.Devpath == "" || dev.Devpath == "" || rec.Devpath == dev.Devpath)
 }
 
-// saveLocked writes the state file; the caller holds m.mu.
-func (m *Mounter) saveLocked() error { return writeStateFile(m.cfg.StatePath, m.entries, m.mappings) }
+// saveLocked writes the state file; the caller holds m.mu. A plan-only
+// Mounter writes nothing: the file is the daemon's.
+func (m *Mounter) saveLocked() error {
+	if m.cfg.PlanOnly {
+		return nil
+	}
+	return writeStateFile(m.cfg.StatePath, m.entries, m.mappings)
+}
 
 // loadMappings reads the recorded mappings, after the mounts.
 func (m *Mounter) loadMappings() {
@@ -131,6 +140,13 @@ func (m *Mounter) loadMappings() {
 // /dev/mapper/<name>.
 func (m *Mounter) CleartextNode(name string) string {
 	return m.cfg.Roots.DevNode(filepath.Join("mapper", name))
+}
+
+// newMapping is the record of the mapping req opens on dev.
+func newMapping(dev Device, req UnlockRequest) Mapping {
+	backing := dev
+	backing.FSUsage, backing.FSType = "", ""
+	return Mapping{Name: req.Name, Backing: backing, ReadOnly: req.ReadOnly, Rule: req.Rule, OpenedAt: time.Now().UTC()}
 }
 
 // UnlockArgv is the cryptsetup command Unlock runs for dev.

@@ -43,9 +43,7 @@ func (m *Mounter) Unlock(ctx context.Context, dev Device, req UnlockRequest) (mp
 	if err := checkDevnode(dev); err != nil {
 		return Mapping{}, false, fmt.Errorf("unlock %s: %w", dev.Devnode, err)
 	}
-	backing := dev
-	backing.FSUsage, backing.FSType = "", ""
-	mp = Mapping{Name: req.Name, Backing: backing, ReadOnly: req.ReadOnly, Rule: req.Rule, OpenedAt: time.Now().UTC()}
+	mp = newMapping(dev, req)
 	if err := m.putMapping(mp); err != nil {
 		return Mapping{}, false, fmt.Errorf("unlock %s: not opened: %w", dev.Devnode, err)
 	}
@@ -60,6 +58,33 @@ func (m *Mounter) Unlock(ctx context.Context, dev Device, req UnlockRequest) (mp
 	if err != nil {
 		return Mapping{}, false, fmt.Errorf("unlock %s: %w", dev.Devnode, errors.Join(err, m.undoOpen(ctx, mp)))
 	}
+	return mp, false, nil
+}
+
+// PlanUnlock is the mapping an Unlock of dev would open, for a dry run,
+// with its cleartext's node; a name Unlock refuses is refused. A
+// Simulated Mounter records it as open, its cleartext a device of its
+// own machine, until the removal of dev closes it (CloseMappingsOn): as
+// Unlock, it returns one it opened for dev already with open true, and
+// refuses a name it opened for another device with ErrMappingExists.
+func (m *Mounter) PlanUnlock(dev Device, req UnlockRequest) (mp Mapping, open bool, err error) {
+	if err := checkMappingName(req.Name); err != nil {
+		return Mapping{}, false, fmt.Errorf("unlock %s: %w", dev.Devnode, err)
+	}
+	mp = newMapping(dev, req)
+	mp.Cleartext.Devnode = m.CleartextNode(req.Name)
+	if !m.cfg.Simulated {
+		return mp, false, nil // this machine's: the cleartext has a number once opened
+	}
+	release, ok := m.reserve(mappingKey(req.Name))
+	if !ok {
+		return Mapping{}, false, fmt.Errorf("unlock %s as %s: %w", dev.Devnode, req.Name, ErrDeviceBusy)
+	}
+	defer release()
+	if rec, ok, err := m.alreadyOpen(dev, req.Name); err != nil || ok {
+		return rec, ok, err
+	}
+	m.simulateOpen(&mp)
 	return mp, false, nil
 }
 
@@ -107,8 +132,12 @@ func (m *Mounter) putMapping(mp Mapping) error {
 	return nil
 }
 
-// dropMapping forgets a mapping and saves the state.
+// dropMapping forgets a mapping and saves the state. A plan-only
+// Mounter of this machine forgets nothing: the state is the daemon's.
 func (m *Mounter) dropMapping(name string) {
+	if m.cfg.PlanOnly && !m.cfg.Simulated {
+		return
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.mappings, name)
@@ -123,7 +152,7 @@ func (m *Mounter) undoOpen(ctx context.Context, mp Mapping) error {
 	if _, ok := m.findMapping(mp.Name); ok {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.Timeout)
 		defer cancel()
-		if _, err := m.closeCrypt(ctx, mp, false); err != nil {
+		if _, _, err := m.closeCrypt(ctx, mp, false); err != nil {
 			return fmt.Errorf("the mapping left open could not be closed: %w", err)
 		}
 	}
@@ -153,8 +182,12 @@ func (m *Mounter) cleartext(ctx context.Context, name string) (Device, error) {
 }
 
 // findMapping finds the kernel's mapping called name in sysfs
-// (block/dm-N/dm/name) and describes its device, without a node.
+// (block/dm-N/dm/name) and describes its device, without a node; a
+// Simulated Mounter's kernel has the mappings it planned.
 func (m *Mounter) findMapping(name string) (Device, bool) {
+	if m.cfg.Simulated {
+		return m.simulatedMapping(name)
+	}
 	blocks, _ := filepath.Glob(m.cfg.Roots.SysPath("block", "dm-*"))
 	for _, b := range blocks {
 		got, err := os.ReadFile(filepath.Join(b, "dm", "name"))
@@ -184,10 +217,12 @@ func (m *Mounter) findMapping(name string) (Device, bool) {
 // --deferred when it is still in use (the kernel removes it once its
 // last user lets go). A mapping that cannot be closed stays recorded for
 // a retry (Reconcile). Devices are found as Unmount finds them.
+//
+// With PlanOnly it takes the same steps and does none of them: nothing
+// is unmounted, removed, run or written, and the results say what would
+// be. A Simulated Mounter forgets the cleartext's mount and the mapping,
+// as if it had closed them.
 func (m *Mounter) CloseMappingsOn(ctx context.Context, dev Device) ([]CloseResult, error) {
-	if m.cfg.PlanOnly {
-		return nil, fmt.Errorf("close the mappings of %s: %w", describe(dev), ErrPlanOnly)
-	}
 	var out []CloseResult
 	var errs []error
 	for _, mp := range m.MappingsOn(dev) {
@@ -240,11 +275,11 @@ func (m *Mounter) closeMapping(ctx context.Context, mp Mapping, mode busyMode) (
 	}
 	if _, ok := m.findMapping(mp.Name); ok {
 		lazy := res.Unmount != nil && res.Unmount.Lazy
-		deferred, err := m.closeCrypt(ctx, mp, lazy)
+		argv, deferred, err := m.closeCrypt(ctx, mp, lazy)
 		if err != nil {
 			return res, err
 		}
-		res.Deferred = deferred
+		res.Argv, res.Deferred = argv, deferred
 	}
 	m.dropMapping(mp.Name)
 	return res, nil
@@ -252,21 +287,26 @@ func (m *Mounter) closeMapping(ctx context.Context, mp Mapping, mode busyMode) (
 
 // closeCrypt runs cryptsetup close, --deferred at once when the
 // cleartext was detached lazily (it is in use: a plain close would only
-// retry for seconds), or when a plain close finds it in use.
-func (m *Mounter) closeCrypt(ctx context.Context, mp Mapping, inUse bool) (deferred bool, err error) {
+// retry for seconds), or when a plain close finds it in use, and returns
+// the command that closed it. A plan-only Mounter runs nothing and
+// returns the command it would run first.
+func (m *Mounter) closeCrypt(ctx context.Context, mp Mapping, inUse bool) (argv []string, deferred bool, err error) {
 	req := crypt.CloseRequest{Name: mp.Name, Deferred: inUse, Rule: mp.Rule, Timeout: m.cfg.Timeout}
+	if m.cfg.PlanOnly {
+		return m.cfg.Crypt.CloseArgv(req), false, nil
+	}
 	err = m.cfg.Crypt.Close(ctx, req)
 	if errors.Is(err, crypt.ErrBusy) && !inUse {
 		req.Deferred = true
 		err = m.cfg.Crypt.Close(ctx, req)
 	}
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
 	if req.Deferred {
 		_, deferred = m.findMapping(mp.Name) // --deferred removes one no longer in use at once
 	}
-	return deferred, nil
+	return m.cfg.Crypt.CloseArgv(req), deferred, nil
 }
 
 // ejectMapping is Eject of a cleartext device: its filesystem unmounted

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -177,6 +178,9 @@ func TestUnlockMountRemove(t *testing.T) {
 	if u := res[0].Unmount; u == nil || !u.Unmounted || u.Lazy || !u.DirRemoved || res[0].Deferred {
 		t.Errorf("close result %+v (unmount %+v)", res[0], u)
 	}
+	if want := []string{filepath.Join(fx.dir, "cryptsetup"), "close", "--", "luks-test"}; !slices.Equal(res[0].Argv, want) {
+		t.Errorf("close argv %q, want %q", res[0].Argv, want)
+	}
 	if mountOn(t, e.MountPoint) != nil || fx.open() {
 		t.Error("still mounted, or the mapping still open")
 	}
@@ -185,6 +189,49 @@ func TestUnlockMountRemove(t *testing.T) {
 	}
 	if n := len(stateMappings(t, fx.state)) + len(stateEntries(t, fx.state)); n != 0 || len(fx.m.Mappings()) != 0 {
 		t.Errorf("%d state records left", n)
+	}
+}
+
+// TestClosePlanned: a plan-only Mounter of this machine (`hotplugd test`)
+// plans the removal of an unlocked and mounted device as the daemon
+// takes it, the cleartext unmounted, then the mapping closed, and does
+// none of it: the mount, the mapping and the state stay as they are.
+func TestClosePlanned(t *testing.T) {
+	fx := newCryptFixture(t)
+	mp, _, err := fx.unlock(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := fx.mountCleartext(t, mp)
+	state, err := os.ReadFile(fx.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := fx.cfg
+	cfg.PlanOnly = true
+	plan, err := NewMounter(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plan.Close()
+	for range 2 { // the same plan again: it forgot nothing
+		res, err := plan.CloseMappingsOn(t.Context(), fx.backing)
+		if err != nil || len(res) != 1 || res[0].Unmount == nil || res[0].Unmount.Entry.MountPoint != e.MountPoint ||
+			!res[0].Unmount.Unmounted || !res[0].Unmount.DirRemoved {
+			t.Fatalf("planned close: %+v, %v; want the unmount from %s", res, err, e.MountPoint)
+		}
+		if want := []string{filepath.Join(fx.dir, "cryptsetup"), "close", "--", "luks-test"}; !slices.Equal(res[0].Argv, want) {
+			t.Errorf("planned close argv %q, want %q", res[0].Argv, want)
+		}
+	}
+	if mountOn(t, e.MountPoint) == nil || !fx.open() || len(fx.calls(t)) != 1 {
+		t.Errorf("the plan changed something: mounted %v, open %v, cryptsetup calls %q", mountOn(t, e.MountPoint) != nil, fx.open(), fx.calls(t))
+	}
+	if got, _ := os.ReadFile(fx.state); string(got) != string(state) || len(plan.Mappings()) != 1 || len(plan.Entries()) != 1 {
+		t.Errorf("the plan changed the state:\n%s\nwas\n%s", got, state)
+	}
+	if _, err := fx.m.CloseMappingsOn(t.Context(), fx.backing); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -208,14 +209,18 @@ type Config struct {
 	Crypt *crypt.Cryptsetup
 	// PlanOnly makes a Mounter for dry runs (`hotplugd test`), which must
 	// change nothing: NewMounter leaves an unreadable state file where it
-	// is, and Mount, Unmount and Reconcile refuse with ErrPlanOnly.
+	// is, Mount, Unmount, Unlock and Reconcile refuse with ErrPlanOnly,
+	// and CloseMappingsOn only plans; the state file is never written.
 	PlanOnly bool
 	// Simulated makes a plan-only Mounter of a machine of its own, for
 	// `hotplugd test --replay`, whose plans must not depend on the
 	// machine that replays: it reads no state file, mountinfo, fstab or
 	// mount root, takes every allow-listed filesystem for one the kernel
-	// has, and remembers what it planned, as if it had mounted it, until
-	// PlanUnmount. Simulated implies PlanOnly.
+	// has and cryptsetup for one at crypt.DefaultPaths[0], and remembers
+	// what it planned, as if it had done it: a mount (Plan,
+	// PlanCleartext) until PlanUnmount or the close of its mapping, an
+	// unlock (PlanUnlock) until CloseMappingsOn. Simulated implies
+	// PlanOnly.
 	Simulated bool
 }
 
@@ -238,6 +243,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Crypt == nil {
 		c.Crypt = &crypt.Cryptsetup{Runner: &run.Runner{Log: c.Logger}}
+		if c.Simulated {
+			c.Crypt.Path = crypt.DefaultPaths[0] // the simulated machine's, wherever this one has it
+		}
 	}
 	return c
 }
@@ -315,16 +323,54 @@ func (m *Mounter) Lookup(dev Device) (Entry, bool) {
 // would.
 func (m *Mounter) PlanUnmount(dev Device) (Entry, bool) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	key, ok := m.findLocked(dev)
+	e := m.entries[key]
+	m.mu.Unlock()
 	if !ok {
 		return Entry{}, false
 	}
-	e := m.entries[key]
+	return m.planCleanup(key, e).Entry, true
+}
+
+// planCleanup is what cleanup does in a dry run: nothing, and the
+// result says what it would do with the recorded mount e. A Simulated
+// Mounter forgets the mount, as cleanup does.
+func (m *Mounter) planCleanup(key string, e Entry) UnmountResult {
 	if m.cfg.Simulated {
+		m.mu.Lock()
 		delete(m.entries, key)
+		m.mu.Unlock()
 	}
-	return e, true
+	return UnmountResult{Entry: e, Unmounted: !e.Unmounted, DirRemoved: e.CreatedDir}
+}
+
+// UnknownName stands for the name of a mount point a dry run cannot
+// know: that of the filesystem inside a LUKS device it does not open
+// (PlanCleartext), or of a mount it did not see being made.
+const UnknownName = "<mount point>"
+
+// PlanCleartext is Plan for the cleartext of a mapping a dry run only
+// planned to open (PlanUnlock). What is inside, and with it the options
+// and the mount point's name (a label), is known once it is unlocked:
+// the plan is the mount point UnknownName under the mount root. A
+// Simulated Mounter records it as mounted, as Plan does, so that the
+// removal of the encrypted device plans its unmount before the close of
+// the mapping; one it has mounted already is skipped, as Plan skips it.
+func (m *Mounter) PlanCleartext(dev Device, req Request) (string, error) {
+	path := filepath.Join(m.cfg.MountRoot, UnknownName)
+	if !m.cfg.Simulated || (dev.Major == 0 && dev.Minor == 0) {
+		return path, nil // this machine's dry run: unopened, it has no device number
+	}
+	key := dev.DevNum()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.entries[key]; ok {
+		return "", skip(dev, ErrAlreadyMounted, "mounted by hotplugd at %s", e.MountPoint)
+	}
+	recorded := dev
+	recorded.FSUsage, recorded.FSType = "", ""
+	m.entries[key] = Entry{Device: recorded, MountPoint: path, Rule: req.Rule, CreatedDir: true}
+	return path, nil
 }
 
 // findLocked finds the entry of dev: by major:minor when it is known (and

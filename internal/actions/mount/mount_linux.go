@@ -748,8 +748,12 @@ const (
 // cleanup unmounts the entry's mount if it is still there and is ours,
 // removes the directory hotplugd created, and updates the state; mode
 // says what happens when the filesystem is busy. The caller holds the
-// device's reservation.
+// device's reservation. A plan-only Mounter does none of it
+// (planCleanup).
 func (m *Mounter) cleanup(ctx context.Context, key string, e Entry, mode busyMode) (UnmountResult, cleanupOutcome, error) {
+	if m.cfg.PlanOnly {
+		return m.planCleanup(key, e), outcomeCleaned, nil
+	}
 	res := UnmountResult{Entry: e}
 	fail := func(err error) (UnmountResult, cleanupOutcome, error) {
 		m.mu.Lock()

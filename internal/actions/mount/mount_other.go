@@ -41,6 +41,11 @@ func (m *Mounter) Unlock(context.Context, Device, UnlockRequest) (Mapping, bool,
 	return Mapping{}, false, errMountUnsupported
 }
 
+// PlanUnlock fails off Linux.
+func (m *Mounter) PlanUnlock(Device, UnlockRequest) (Mapping, bool, error) {
+	return Mapping{}, false, errMountUnsupported
+}
+
 // CloseMappingsOn fails off Linux.
 func (m *Mounter) CloseMappingsOn(context.Context, Device) ([]CloseResult, error) {
 	return nil, errMountUnsupported

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
+	"github.com/hotplugd/hotplugd/internal/actions/crypt"
 	"github.com/hotplugd/hotplugd/internal/host"
 )
 
@@ -65,5 +67,67 @@ func TestSimulated(t *testing.T) {
 	}
 	if b, err := os.ReadFile(statePath); err != nil || string(b) != `{not json` {
 		t.Errorf("state file: %q, %v; want it untouched", b, err)
+	}
+}
+
+// TestSimulatedMapping: a simulated Mounter remembers a planned unlock
+// and the mount of its cleartext, and the removal of the encrypted
+// device plans what the daemon's does: the cleartext unmounted, then the
+// mapping closed with cryptsetup at the simulated machine's path. A
+// mapping never mounted is closed alone.
+func TestSimulatedMapping(t *testing.T) {
+	dir := t.TempDir()
+	statePath := filepath.Join(dir, "mounts.json")
+	m, err := NewMounter(Config{MountRoot: filepath.Join(dir, "media"), StatePath: statePath, Simulated: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stick := Device{Major: 8, Minor: 1, Devpath: "/devices/x/sda/sda1", Devnode: "/dev/sda1", Devname: "sda1",
+		FSUsage: "crypto", FSType: "crypto_LUKS", UUID: "ed32c0be-7d35-4b42-ac27-8e8114bb0e78"}
+	req := UnlockRequest{Name: "luks-ed32c0be-7d35-4b42-ac27-8e8114bb0e78", Keyfile: "/nonexistent/key", Rule: "r"}
+	mp, open, err := m.PlanUnlock(stick, req)
+	wantClear := Device{Major: simulatedMapperMajor, Minor: 0, Devnode: "/dev/mapper/" + req.Name}
+	if err != nil || open || mp.Cleartext != wantClear || mp.Backing.Devnode != "/dev/sda1" {
+		t.Fatalf("PlanUnlock: %+v, %v, %v; want cleartext %+v", mp, open, err, wantClear)
+	}
+	if again, open, err := m.PlanUnlock(stick, req); err != nil || !open || again.Cleartext != wantClear {
+		t.Errorf("PlanUnlock again: %+v, %v, %v; want the same mapping, open", again, open, err)
+	}
+	other := stick
+	other.Minor, other.Devpath, other.Devnode = 17, "/devices/x/sdb/sdb1", "/dev/sdb1"
+	if _, _, err := m.PlanUnlock(other, req); !errors.Is(err, ErrMappingExists) {
+		t.Errorf("the name for another device: %v, want ErrMappingExists", err)
+	}
+	path, err := m.PlanCleartext(mp.Cleartext, Request{Rule: "r"})
+	if want := filepath.Join(dir, "media", UnknownName); err != nil || path != want {
+		t.Fatalf("PlanCleartext: %q, %v; want %q", path, err, want)
+	}
+	if _, err := m.PlanCleartext(mp.Cleartext, Request{Rule: "r"}); !errors.Is(err, ErrAlreadyMounted) {
+		t.Errorf("PlanCleartext again: %v, want ErrAlreadyMounted", err)
+	}
+	res, err := m.CloseMappingsOn(t.Context(), Device{Major: 8, Minor: 1, Devpath: stick.Devpath})
+	if err != nil || len(res) != 1 || res[0].Mapping.Name != req.Name || res[0].Unmount == nil ||
+		res[0].Unmount.Entry.MountPoint != path || !res[0].Unmount.Unmounted || res[0].Deferred {
+		t.Fatalf("CloseMappingsOn: %+v, %v; want the cleartext unmounted from %s", res, err, path)
+	}
+	if want := []string{crypt.DefaultPaths[0], "close", "--", req.Name}; !slices.Equal(res[0].Argv, want) {
+		t.Errorf("close argv %q, want %q", res[0].Argv, want)
+	}
+	if len(m.Mappings()) != 0 || len(m.Entries()) != 0 {
+		t.Errorf("after the close: mappings %+v, mounts %+v", m.Mappings(), m.Entries())
+	}
+	if res, err := m.CloseMappingsOn(t.Context(), stick); err != nil || len(res) != 0 {
+		t.Errorf("CloseMappingsOn again: %+v, %v", res, err)
+	}
+
+	// Unlocked again, never mounted: the removal closes the mapping alone.
+	if mp, _, err := m.PlanUnlock(stick, req); err != nil || mp.Cleartext != wantClear {
+		t.Fatalf("PlanUnlock after the close: %+v, %v", mp, err)
+	}
+	if res, err := m.CloseMappingsOn(t.Context(), stick); err != nil || len(res) != 1 || res[0].Unmount != nil || res[0].Argv == nil {
+		t.Errorf("CloseMappingsOn of a mapping never mounted: %+v, %v; want the close alone", res, err)
+	}
+	if _, err := os.Stat(statePath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state file: %v; a simulated Mounter writes none", err)
 	}
 }
