@@ -82,7 +82,7 @@ func (p *planPrinter) printRemoval() {
 	if p.removal == nil {
 		return
 	}
-	fmt.Fprintln(p.w, "\nremoval: a removed block device is always unmounted")
+	fmt.Fprintln(p.w, "\nremoval: what hotplugd mounted or unlocked from a removed block device is always undone")
 	printStep(p.w, *p.removal, p.removeErr)
 }
 

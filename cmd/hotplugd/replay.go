@@ -183,7 +183,7 @@ func printOutcome(w io.Writer, rs *rules.RuleSet, o *replay.Outcome) {
 		printSteps(steps, o, r)
 	}
 	if len(o.Steps) > 0 && o.Steps[len(o.Steps)-1].Rule == nil {
-		fmt.Fprintln(w, "  removal: a removed block device is always unmounted")
+		fmt.Fprintln(w, "  removal: what hotplugd mounted or unlocked from a removed block device is always undone")
 		printSteps(steps, o, nil)
 	}
 }

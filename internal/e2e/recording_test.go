@@ -209,7 +209,7 @@ func replayStick(t *testing.T, g *guest, file string, part *uevent.Recording) {
 		want   []string
 	}{
 		{"add", []string{"fs.label=STICK ", "rule usb-automount (" + rules + ":", "mount " + node + " at /media/STICK\n"}},
-		{"remove", []string{"fs.label=STICK ", "removal: a removed block device is always unmounted", "unmount " + node + " from /media/STICK\n"}},
+		{"remove", []string{"fs.label=STICK ", "removal: what hotplugd mounted or unlocked from a removed block device is always undone", "unmount " + node + " from /media/STICK\n"}},
 	} {
 		b, ok := blocks[c.action+" "+part.Event.DevPath]
 		if !ok {
