@@ -2,7 +2,9 @@ package packaging
 
 import (
 	"debug/elf"
+	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,6 +110,40 @@ func dpkgStatus(t *testing.T, pkg string) (status string, present bool) {
 	return status, len(status) > 1 && status[1] != 'n'
 }
 
+// The daemon's directories under the unit's RuntimeDirectory= and
+// StateDirectory=.
+const (
+	runDir   = "/run/hotplugd"
+	stateDir = "/var/lib/hotplugd"
+)
+
+// setAside renames dir, when it exists, out of the way of the test's
+// dpkg -P and renames it back when the test ends. A directory a live
+// daemon answers in is not touched: the test needs it gone.
+func setAside(t *testing.T, dir string) {
+	t.Helper()
+	if _, err := os.Lstat(dir); os.IsNotExist(err) {
+		return
+	}
+	if c, err := net.Dial("unix", filepath.Join(dir, "control")); err == nil {
+		c.Close()
+		need(t, false, "a hotplugd daemon answers on %s/control; the test's dpkg -P would remove its directory", dir)
+	}
+	aside := fmt.Sprintf("%s.aside-%d", dir, os.Getpid())
+	if err := os.Rename(dir, aside); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s set aside as %s for the test", dir, aside)
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		if err := os.Rename(aside, dir); err != nil {
+			t.Errorf("cleanup: put back %s: %v", dir, err)
+		}
+	})
+}
+
 // TestDebPackage builds the .deb, checks its contents, installs it on this
 // machine with dpkg -i, checks what dpkg registered, removes it, and purges
 // it. It changes the host, so it refuses to run where hotplugd is already
@@ -120,9 +156,14 @@ func TestDebPackage(t *testing.T) {
 	}
 	status, present := dpkgStatus(t, "hotplugd")
 	need(t, !present, "a hotplugd package is already on this machine (%s); the test would replace it", status)
-	for _, p := range []string{"/usr/bin/hotplugd", "/etc/hotplugd", "/run/hotplugd"} {
+	for _, p := range []string{"/usr/bin/hotplugd", "/etc/hotplugd"} {
 		_, err := os.Lstat(p)
 		need(t, os.IsNotExist(err), "%s exists; the test's dpkg -P would remove it", p)
+	}
+	// What a daemon run from the tree (make run) left is kept from the
+	// purge, and put back.
+	for _, p := range []string{runDir, stateDir} {
+		setAside(t, p)
 	}
 
 	deb := buildDeb(t)
@@ -263,6 +304,16 @@ func TestDebPackage(t *testing.T) {
 	if got := readFile(t, "/etc/hotplugd/rules.yaml"); got != mine {
 		t.Errorf("dpkg -r changed rules.yaml to:\n%s", got)
 	}
+	// What the daemon leaves behind, the state file and the MQTT outbox,
+	// goes with the purge.
+	for _, f := range []string{runDir + "/mounts.json", stateDir + "/mqtt/outbox"} {
+		if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, []byte("{}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	dpkg("-P", "hotplugd")
 	if status, present := dpkgStatus(t, "hotplugd"); present {
 		t.Errorf("after dpkg -P hotplugd, dpkg reports %q", status)
@@ -272,7 +323,7 @@ func TestDebPackage(t *testing.T) {
 			t.Errorf("after dpkg -P: %s: %v", name, err)
 		}
 	}
-	for _, p := range []string{"/etc/hotplugd", "/run/hotplugd", "/etc/systemd/system/hotplugd.service"} {
+	for _, p := range []string{"/etc/hotplugd", runDir, stateDir, "/etc/systemd/system/hotplugd.service"} {
 		if _, err := os.Lstat(p); !os.IsNotExist(err) {
 			t.Errorf("after dpkg -P: %s: %v", p, err)
 		}
