@@ -317,26 +317,78 @@ func TestEjectMapping(t *testing.T) {
 	}
 	e := fx.mountCleartext(t, mp)
 	sel, err := fx.m.Select(fx.backing.Devnode)
-	if err != nil || len(sel) != 1 || sel[0].MountPoint != e.MountPoint {
-		t.Fatalf("Select(%s): %+v, %v", fx.backing.Devnode, sel, err)
+	if err != nil || len(sel.Entries) != 1 || sel.Entries[0].MountPoint != e.MountPoint || len(sel.Mappings) != 0 {
+		t.Fatalf("Select(%s): %+v, %v; want the cleartext's mount, and its mapping only through it", fx.backing.Devnode, sel, err)
 	}
 	f, err := os.Open(filepath.Join(e.MountPoint, "hello.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fx.m.Eject(t.Context(), sel[0].Device, false); !errors.Is(err, ErrBusy) {
+	if _, err := fx.m.Eject(t.Context(), sel.Entries[0].Device, false); !errors.Is(err, ErrBusy) {
 		t.Errorf("eject of a busy cleartext: %v", err)
 	}
 	f.Close()
 	if !fx.crypt.Open() || len(fx.m.Mappings()) != 1 {
 		t.Fatal("a refused eject closed the mapping")
 	}
-	res, err := fx.m.Eject(t.Context(), sel[0].Device, false)
+	res, err := fx.m.Eject(t.Context(), sel.Entries[0].Device, false)
 	if err != nil || !res.Unmounted || res.Closed != "luks-test" || res.Deferred {
 		t.Errorf("eject: %+v, %v", res, err)
 	}
 	if mountOn(t, e.MountPoint) != nil || fx.crypt.Open() || len(fx.m.Mappings()) != 0 {
 		t.Error("still mounted, open or recorded after the eject")
+	}
+}
+
+// TestEjectUnmountedMapping: a mapping whose cleartext hotplugd did not
+// mount is what an eject of its backing device, or of its cleartext's
+// node, takes; EjectMapping closes it, deferred when it is in use. The
+// eject of another device takes nothing.
+func TestEjectUnmountedMapping(t *testing.T) {
+	fx := newCryptFixture(t)
+	if _, _, err := fx.unlock(t); err != nil {
+		t.Fatal(err)
+	}
+	node := fx.m.CleartextNode("luks-test")
+	for _, target := range []string{fx.backing.Devnode, node} {
+		sel, err := fx.m.Select(target)
+		if err != nil || len(sel.Entries) != 0 || len(sel.Mappings) != 1 || sel.Mappings[0].Name != "luks-test" {
+			t.Errorf("Select(%s): %+v, %v; want the mapping", target, sel, err)
+		}
+	}
+	if sel, err := fx.m.Select(fx.clear.loop); !errors.Is(err, ErrNoSuchMount) {
+		t.Errorf("Select of another disk: %+v, %v; want %v", sel, err, ErrNoSuchMount)
+	}
+	sel, _ := fx.m.Select(fx.backing.Devnode)
+	res, err := fx.m.EjectMapping(t.Context(), sel.Mappings[0], false)
+	if err != nil || res.Unmounted || res.Closed != "luks-test" || res.Deferred {
+		t.Errorf("EjectMapping: %+v, %v", res, err)
+	}
+	if calls := fx.crypt.Calls(t); len(calls) != 2 || calls[1] != "close -- luks-test" {
+		t.Errorf("cryptsetup calls %q", calls)
+	}
+	if fx.crypt.Open() || len(fx.m.Mappings()) != 0 || len(stateMappings(t, fx.state)) != 0 {
+		t.Error("still open or recorded after the eject")
+	}
+	if sel, err := fx.m.Select(fx.backing.Devnode); !errors.Is(err, ErrNoSuchMount) {
+		t.Errorf("Select after the close: %+v, %v; want %v", sel, err, ErrNoSuchMount)
+	}
+
+	// Held by someone: closed deferred.
+	if _, _, err := fx.unlock(t); err != nil {
+		t.Fatal(err)
+	}
+	fx.crypt.SetBusy(t, true)
+	fx.crypt.ResetCalls(t)
+	sel, _ = fx.m.Select(fx.backing.Devnode)
+	if len(sel.Mappings) != 1 {
+		t.Fatalf("Select: %+v", sel)
+	}
+	if res, err := fx.m.EjectMapping(t.Context(), sel.Mappings[0], false); err != nil || res.Closed != "luks-test" || !res.Deferred {
+		t.Errorf("EjectMapping of a mapping in use: %+v, %v; want it deferred", res, err)
+	}
+	if calls := fx.crypt.Calls(t); len(calls) != 2 || calls[1] != "close --deferred -- luks-test" {
+		t.Errorf("cryptsetup calls %q, want a close, then a deferred one", calls)
 	}
 }
 
