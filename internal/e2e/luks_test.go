@@ -80,6 +80,7 @@ func TestLUKS(t *testing.T) {
 	t.Run("refused", l.testRefused)
 	t.Run("eject", l.testEject)
 	t.Run("eject_unmounted", l.testEjectUnmounted)
+	t.Run("media_change", l.testMediaChange)
 	t.Run("kill_9_restart", l.testKillRestart)
 	t.Run("key_nowhere", l.testKeyNowhere)
 	for _, s := range l.timings {
@@ -403,6 +404,57 @@ func (l *luksGuest) testEjectUnmounted(t *testing.T) {
 		l.nothingOpen(t)
 	}
 	g.pullAll(t, []*stick{s})
+}
+
+// Scenario L8: the card of a reader taken out while the ext4 inside its
+// LUKS volume is mounted. The disk stays, and the kernel says so with a
+// change of it with DISK_MEDIA_CHANGE=1, because the daemon has it poll
+// the drive. The cleartext is unmounted, its directory removed and the
+// mapping closed: left open, it would read and write the next card in
+// the reader. That next card is unlocked and mounted, as the same
+// mapping, at the same place.
+func (l *luksGuest) testMediaChange(t *testing.T) {
+	g := l.g
+	cardA := l.luksStick(t, "l8cardA", luksUUID, l.keyFile, "LUKSDATA")
+	cardB := l.luksStick(t, "l8cardB", luksUUID, l.keyFile, "LUKSDATA")
+	before := len(l.events(t, nil))
+	s, _, _ := l.plugTimed(t, "l8card", cardA, luksPath)
+	disk := g.diskOf(t, "l8card")
+	if got := strings.TrimSpace(g.sh(t, "cat /sys/block/"+disk+"/events_poll_msecs")); got != "2000" {
+		t.Errorf("events_poll_msecs of %s is %s, want the daemon's 2000", disk, got)
+	}
+	mark := l.logMark(t)
+	s.takeMedium(t)
+	seen := l.waitEvent(t, 30*time.Second, "the kernel's change when the card was taken out", before,
+		func(e monitorEvent) bool {
+			return e.Action == "change" && e.DevName == disk && e.Env["DISK_MEDIA_CHANGE"] == "1"
+		})
+	if !g.waitUnmounted(t, luksPath, mediaTimeout) {
+		t.Errorf("the card was taken out of /dev/%s, but %s is still mounted, or its directory there", disk, luksPath)
+	}
+	if _, ok := g.waitFor(t, mediaTimeout, mappingGone(luksName)); !ok {
+		t.Errorf("the card was taken out of /dev/%s, but its mapping %s is still open %v later", disk, luksName, mediaTimeout)
+	}
+	if recs := l.findLog(t, mark, map[string]string{"msg": "medium changed: mapping closed", "mapping": luksName}); len(recs) != 1 {
+		t.Errorf("%d log lines say %s was closed, want 1", len(recs), luksName)
+	}
+	l.nothingOpen(t)
+
+	s.insertMedium(t, cardB)
+	l.waitEvent(t, 30*time.Second, "the kernel's change when the next card went in", seen,
+		func(e monitorEvent) bool { return e.Action == "change" && e.DevName == disk })
+	m, ok := g.waitMount(t, luksPath, plugTimeout)
+	if !ok {
+		t.Fatalf("the next card is in /dev/%s, but %s was not mounted within %v", disk, luksPath, plugTimeout)
+	}
+	if m.source != luksNode {
+		t.Errorf("%s: %s mounted, want %s", luksPath, m.source, luksNode)
+	}
+	if got := g.try(t, "cat "+luksPath+"/hello.txt"); got.stdout != "inside l8cardB\n" {
+		t.Errorf("hello.txt inside the next card: %s", got)
+	}
+	g.pullAll(t, []*stick{s}, luksPath)
+	g.eventually(t, pullTimeout, "the mapping to be closed", mappingGone(luksName))
 }
 
 // Scenario L5: the daemon killed with SIGKILL while a LUKS stick is

@@ -233,6 +233,12 @@ func (m *Mounter) DiskEntries(disk Disk) []Entry {
 	return slices.DeleteFunc(m.Entries(), func(e Entry) bool { return e.Unmounted || !disk.holds(m.underlying(e.Device)) })
 }
 
+// DiskMappings are the mappings hotplugd opened on disk or on one of its
+// partitions, mounted or not.
+func (m *Mounter) DiskMappings(disk Disk) []Mapping {
+	return slices.DeleteFunc(m.Mappings(), func(mp Mapping) bool { return !disk.holds(mp.Backing) })
+}
+
 // PowerOff does what udisks' Drive.PowerOff does for a USB disk whose
 // filesystems are unmounted: flush it (open O_EXCL, which fails while
 // anything still holds it, and fsync), then write 1 to the remove

@@ -392,6 +392,46 @@ func TestEjectUnmountedMapping(t *testing.T) {
 	}
 }
 
+// TestDiskMappings: the mappings of a disk are those on it or on a
+// partition of it, by devpath; a disk whose name another's begins with
+// holds none of the other's.
+func TestDiskMappings(t *testing.T) {
+	fx := newCryptFixture(t)
+	mp, _, err := fx.unlock(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		devpath string
+		want    int
+	}{
+		{fx.backing.Devpath, 1},
+		{filepath.Dir(fx.backing.Devpath), 1}, // as if the backing device were a partition of it
+		{fx.backing.Devpath + "0", 0},
+		{fx.backing.Devpath[:len(fx.backing.Devpath)-1], 0},
+		{"", 0},
+	} {
+		disk := Disk{Devpath: c.devpath}
+		if got := fx.m.DiskMappings(disk); len(got) != c.want {
+			t.Errorf("DiskMappings(%q): %+v, want %d", c.devpath, got, c.want)
+		}
+		if got := fx.m.SelectDisk(disk); len(got.Mappings) != c.want || len(got.Entries) != 0 {
+			t.Errorf("SelectDisk(%q): %+v, want %d mappings", c.devpath, got, c.want)
+		}
+	}
+	e := fx.mountCleartext(t, mp)
+	disk := Disk{Devpath: fx.backing.Devpath}
+	if got := fx.m.DiskEntries(disk); len(got) != 1 || got[0].MountPoint != e.MountPoint {
+		t.Errorf("DiskEntries: %+v, want the cleartext's mount", got)
+	}
+	if got := fx.m.SelectDisk(disk); len(got.Entries) != 1 || len(got.Mappings) != 0 {
+		t.Errorf("SelectDisk with the cleartext mounted: %+v, want its mount, and its mapping only through it", got)
+	}
+	if got := fx.m.DiskMappings(disk); len(got) != 1 {
+		t.Errorf("DiskMappings with the cleartext mounted: %+v", got)
+	}
+}
+
 // TestStateWithoutMappings: a state file of before mappings reads as
 // one with none, and one with none is written without the key.
 func TestStateWithoutMappings(t *testing.T) {
