@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hotplugd/hotplugd/internal/actions/crypt"
+	"github.com/hotplugd/hotplugd/internal/actions/crypt/crypttest"
 	"github.com/hotplugd/hotplugd/internal/actions/mount"
 	"github.com/hotplugd/hotplugd/internal/actions/run"
 	"github.com/hotplugd/hotplugd/internal/host"
@@ -113,29 +114,6 @@ func TestUnlockNotLUKS(t *testing.T) {
 	}
 }
 
-// fakeCryptsetup stands in for cryptsetup on this machine, which has no
-// device-mapper: open makes a sysfs dm-0 of the test's, named as asked,
-// whose device is the cleartext loop partition, and /dev/mapper/<name>;
-// close removes them.
-const fakeCryptsetup = `#!/bin/sh
-d=%s
-echo "$*" >> "$d/calls"
-for a; do name=$a; done
-case "$1" in
-open)
-	cat > "$d/stdin"
-	mkdir -p "$d/sys/devices/virtual/block/dm-0/dm" "$d/sys/block" "$d/dev/mapper"
-	echo "$name" > "$d/sys/devices/virtual/block/dm-0/dm/name"
-	echo %s > "$d/sys/devices/virtual/block/dm-0/dev"
-	ln -sfn ../devices/virtual/block/dm-0 "$d/sys/block/dm-0"
-	ln -sfn %s "$d/dev/mapper/$name"
-	;;
-close)
-	rm -rf "$d/sys/block/dm-0" "$d/sys/devices/virtual/block/dm-0" "$d/dev/mapper/$name"
-	;;
-esac
-`
-
 // TestUnlockMountRemove: the daemon's path on a fake cryptsetup: the
 // device unlocked, its cleartext probed and mounted at its label, a run
 // that sees {{ unlock.device }} and {{ mount.path }}; the removal of the
@@ -149,16 +127,13 @@ func TestUnlockMountRemove(t *testing.T) {
 	looptest.Mkfs(t, "ext4", "SECRET", clear.Dev)
 	cst := looptest.WaitBlockDevice(t, clear.Dev)
 	dir := t.TempDir()
-	prog := filepath.Join(dir, "cryptsetup")
 	num := fmt.Sprintf("%d:%d", unix.Major(cst.Rdev), unix.Minor(cst.Rdev))
-	if err := os.WriteFile(prog, []byte(fmt.Sprintf(fakeCryptsetup, dir, num, clear.Dev)), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	fake := crypttest.New(t, "secret-of-the-disk", clear.Dev, num) // it opens only with the key on stdin
 	log, _ := logtest.New(t)
 	root := filepath.Join(dir, "media")
 	m, err := mount.NewMounter(mount.Config{MountRoot: root, StatePath: filepath.Join(dir, "run", "mounts.json"),
-		Roots:  host.Roots{Sys: filepath.Join(dir, "sys"), Dev: filepath.Join(dir, "dev"), Etc: dir},
-		Logger: log, Crypt: &crypt.Cryptsetup{Path: prog, Runner: &run.Runner{Log: log}}})
+		Roots:  host.Roots{Sys: fake.Sys, Dev: fake.Dev, Etc: dir},
+		Logger: log, Crypt: &crypt.Cryptsetup{Path: fake.Path, Runner: &run.Runner{Log: log}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,28 +158,28 @@ func TestUnlockMountRemove(t *testing.T) {
 	var rec recorder
 	set.Run(context.Background(), add, dev, rs.Rules, &rec)
 	point := filepath.Join(root, "SECRET")
-	node := filepath.Join(dir, "dev", "mapper", "luks-"+luksUUID)
+	node := filepath.Join(fake.Dev, "mapper", "luks-"+luksUUID)
 	if b, err := os.ReadFile(out); err != nil || string(b) != node+" "+point+"\n" {
 		t.Errorf("the run saw %q (%v), want %q; steps:\n%s", b, err, node+" "+point, strings.Join(rec.lines, "\n"))
 	}
 	if !cmp.Equal(probed, []string{"dm-0"}) {
 		t.Errorf("probed %q, want the cleartext dm-0", probed)
 	}
-	if b, _ := os.ReadFile(filepath.Join(dir, "stdin")); string(b) != "secret-of-the-disk" {
-		t.Errorf("cryptsetup read %q on stdin", b)
+	if calls := fake.Calls(t); len(calls) != 1 || strings.Contains(calls[0], "secret-of-the-disk") {
+		t.Errorf("cryptsetup calls %q, want one open, the key on stdin only", calls)
 	}
 
 	rec = recorder{}
 	remove := event(t, append([]string{"ACTION=remove", "SEQNUM=2"}, props...)...)
 	set.Run(context.Background(), remove, nil, nil, &rec)
-	closeArgv := fmt.Sprintf("%q", []string{prog, "close", "--", "luks-" + luksUUID})
+	closeArgv := fmt.Sprintf("%q", []string{fake.Path, "close", "--", "luks-" + luksUUID})
 	if want := []string{`(removal) unmount argv=` + closeArgv + ` path="` + point + `" msg=""`}; !cmp.Equal(want, rec.lines) {
 		t.Errorf("removal: %q, want %q", rec.lines, want)
 	}
 	if _, err := os.Stat(point); !errors.Is(err, os.ErrNotExist) || len(m.Mappings()) != 0 || len(m.Entries()) != 0 {
 		t.Errorf("after the removal: %s still there (%v), mappings %+v, mounts %+v", point, err, m.Mappings(), m.Entries())
 	}
-	if _, err := os.Stat(filepath.Join(dir, "sys", "block", "dm-0")); !errors.Is(err, os.ErrNotExist) {
+	if fake.Open() {
 		t.Error("the mapping was not closed")
 	}
 }

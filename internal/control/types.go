@@ -102,9 +102,9 @@ type EjectTarget struct {
 	// was busy and not forced.
 	Busy  []Holder `json:"busy,omitempty"`
 	Error string   `json:"error,omitempty"`
-	// Closed names the LUKS mappings closed after their cleartext was
-	// unmounted; Deferred, those still in use then, which the kernel
-	// removes once their last user lets go.
+	// Closed names the LUKS mappings closed, after their cleartext was
+	// unmounted when hotplugd had mounted it; Deferred, those still in
+	// use then, which the kernel removes once their last user lets go.
 	Closed   []string `json:"closed,omitempty"`
 	Deferred []string `json:"deferred,omitempty"`
 }

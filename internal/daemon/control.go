@@ -132,8 +132,9 @@ func (h controlHandlers) Settle(ctx context.Context, timeout time.Duration) cont
 func (h controlHandlers) WriteMetrics(w io.Writer) error { return h.d.metrics.WritePrometheus(w) }
 
 // Eject is `hotplugd eject`: it unmounts what hotplugd mounted for each
-// target, through the mounter's own unmount (so the removal that follows
-// has nothing left to do), never anything else. It is logged and counted,
+// target and closes the LUKS mappings it opened there, mounted or not,
+// through the mounter's own unmount and close (so the removal that
+// follows has nothing left to do), never anything else. It is logged and counted,
 // not fed to the rules.
 func (h controlHandlers) Eject(ctx context.Context, req control.EjectRequest) control.EjectResult {
 	d := h.d
@@ -163,20 +164,20 @@ func (d *daemon) ejectOne(ctx context.Context, target string, req control.EjectR
 		t.Error = fmt.Sprintf("mounting is not available: %v", d.deps.MountErr)
 		return t
 	}
-	entries, err := m.Select(target)
+	sel, err := m.Select(target)
 	if err != nil {
 		t.Error = err.Error()
 		return t
 	}
 	var disk mount.Disk
 	if req.PowerOff {
-		if disk, err = m.DiskOf(entries[0].Device); err != nil {
+		if disk, err = selectedDisk(m, sel); err != nil {
 			t.Error = err.Error()
 			return t
 		}
-		entries = m.DiskEntries(disk) // every mount of the disk goes first
+		sel = m.SelectDisk(disk) // every mount and mapping of the disk goes first
 	}
-	for _, e := range entries {
+	for _, e := range sel.Entries {
 		r, err := m.Eject(ctx, e.Device, req.Force)
 		if errors.Is(err, mount.ErrBusy) {
 			for _, p := range m.Holders(e.MountPoint) {
@@ -191,11 +192,19 @@ func (d *daemon) ejectOne(ctx context.Context, target string, req control.EjectR
 		}
 		t.Unmounted = append(t.Unmounted, mountStatus(e))
 		t.Lazy = t.Lazy || r.Lazy
-		if r.Closed != "" && r.Deferred {
-			t.Deferred = append(t.Deferred, r.Closed)
-		} else if r.Closed != "" {
-			t.Closed = append(t.Closed, r.Closed)
+		noteClosed(&t, r)
+	}
+	for _, mp := range sel.Mappings {
+		r, err := m.EjectMapping(ctx, mp, req.Force)
+		if err != nil {
+			t.Error = err.Error()
+			return t
 		}
+		if r.Unmounted { // mounted since it was selected
+			t.Unmounted = append(t.Unmounted, mountStatus(r.Entry))
+			t.Lazy = t.Lazy || r.Lazy
+		}
+		noteClosed(&t, r)
 	}
 	if req.PowerOff {
 		if err := m.PowerOff(disk); err != nil {
@@ -205,6 +214,24 @@ func (d *daemon) ejectOne(ctx context.Context, target string, req control.EjectR
 		t.PoweredOff = true
 	}
 	return t
+}
+
+// noteClosed adds the mapping an eject closed, if any, to t.
+func noteClosed(t *control.EjectTarget, r mount.UnmountResult) {
+	switch {
+	case r.Closed != "" && r.Deferred:
+		t.Deferred = append(t.Deferred, r.Closed)
+	case r.Closed != "":
+		t.Closed = append(t.Closed, r.Closed)
+	}
+}
+
+// selectedDisk is the disk of the first of what an eject selected.
+func selectedDisk(m *mount.Mounter, sel mount.Selection) (mount.Disk, error) {
+	if len(sel.Entries) > 0 {
+		return m.DiskOf(sel.Entries[0].Device)
+	}
+	return m.DiskOf(sel.Mappings[0].Backing)
 }
 
 // maxTriggerErrors bounds the failures a trigger reports.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hotplugd/hotplugd/internal/actions"
+	"github.com/hotplugd/hotplugd/internal/actions/crypt"
 	"github.com/hotplugd/hotplugd/internal/actions/mount"
 	"github.com/hotplugd/hotplugd/internal/actions/notify"
 	"github.com/hotplugd/hotplugd/internal/actions/run"
@@ -46,6 +47,9 @@ type Config struct {
 	// openSource opens what events come from; nil opens the netlink
 	// listener of the rules' source. Tests pass their own.
 	openSource func(rules.Settings, host.Roots, *slog.Logger) (eventSource, error)
+	// crypt runs cryptsetup for the unlocks; nil is the system's. Tests
+	// pass a fake, where the kernel has no device-mapper.
+	crypt *crypt.Cryptsetup
 }
 
 func (c *Config) defaults() {
@@ -179,7 +183,7 @@ func newDaemon(cfg Config) (_ *daemon, err error) {
 	if err := d.openBroker(settings); err != nil {
 		return nil, err
 	}
-	d.deps = newDeps(settings, cfg.Roots, d.log, d.notifyPublisher())
+	d.deps = newDeps(settings, cfg.Roots, cfg.crypt, d.log, d.notifyPublisher())
 	d.deps.Probe = d.devs.Probe // the cleartext of an unlock
 	if errors.Is(d.deps.MountErr, mount.ErrLocked) {
 		return nil, d.deps.MountErr
@@ -212,7 +216,7 @@ func (d *daemon) listenControl(c rules.ControlSettings) (*control.Server, error)
 
 // newDeps makes the actions' executors. Mounting needs root; as another
 // user everything else works for what that user may do.
-func newDeps(s rules.Settings, roots host.Roots, log *slog.Logger, mqtt notify.Publisher) *actions.Deps {
+func newDeps(s rules.Settings, roots host.Roots, cs *crypt.Cryptsetup, log *slog.Logger, mqtt notify.Publisher) *actions.Deps {
 	scopes := scope.New(roots, log)
 	deps := &actions.Deps{Log: log, Runner: &run.Runner{Log: log},
 		Notifier: notify.NewNotifier(notify.NotifierConfig{Log: log, Scopes: scopes, MQTT: mqtt})}
@@ -225,6 +229,7 @@ func newDeps(s rules.Settings, roots host.Roots, log *slog.Logger, mqtt notify.P
 			Roots:     roots,
 			Logger:    log,
 			Scopes:    scopes,
+			Crypt:     cs,
 		})
 	}
 	if deps.MountErr != nil && !errors.Is(deps.MountErr, mount.ErrLocked) {

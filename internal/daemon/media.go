@@ -14,28 +14,67 @@ import (
 const mediaPollMsecs = 2000
 
 // mediaGone unmounts (lazily when busy) what hotplugd mounted from the
-// disk of ev and its partitions: whatever medium is in it now, the one
-// mounted is not there any more.
+// disk of ev and its partitions, and closes the mappings it opened on
+// them: whatever medium is in it now, the one mounted or unlocked is not
+// there any more, and a mapping left open would read and write the next.
 func (d *daemon) mediaGone(ev *uevent.Event) {
 	m := d.deps.Mounter
 	if m == nil {
 		return
 	}
-	for _, e := range m.DiskEntries(mount.Disk{Devpath: ev.DevPath}) {
+	disk := mount.Disk{Devpath: ev.DevPath}
+	for _, e := range m.DiskEntries(disk) {
+		if _, ok := m.MappingOf(e.Device); ok {
+			continue // a cleartext: unmounted with the close of its mapping, below
+		}
 		start := time.Now()
 		res, err := m.Unmount(d.actx, e.Device)
 		result := "ok"
-		switch {
-		case err != nil:
+		if err != nil {
 			result = d.finish(ev, removalRule, "unmount", err)
-		case res.Lazy:
-			d.log.Warn("medium changed while in use: lazily unmounted", "devnode", e.Device.Devnode, "path", e.MountPoint)
-		default:
-			d.log.Info("medium changed: unmounted", "devnode", e.Device.Devnode, "path", e.MountPoint)
+		} else {
+			d.logMediaUnmount(e.Device.Devnode, res)
 		}
 		d.metrics.Rule(removalRule).Action("unmount", result, time.Since(start))
 	}
+	for _, mp := range m.DiskMappings(disk) {
+		d.mediaClose(ev, m, mp)
+	}
 	d.mountsChanged()
+}
+
+// mediaClose closes mp, whose backing device's medium went, as the
+// removal of that device does (Mounter.CloseMappingsOn): its cleartext
+// unmounted first, lazily when busy, and the mapping closed deferred
+// when still in use. It counts as the removal's unmount.
+func (d *daemon) mediaClose(ev *uevent.Event, m *mount.Mounter, mp mount.Mapping) {
+	start := time.Now()
+	closed, err := m.CloseMappingsOn(d.actx, mp.Backing)
+	for _, r := range closed {
+		if r.Unmount != nil {
+			d.logMediaUnmount(r.Mapping.Cleartext.Devnode, *r.Unmount)
+		}
+		if r.Deferred {
+			d.log.Warn("medium changed while its mapping was in use: the kernel removes it once its last user lets go",
+				"devnode", r.Mapping.Backing.Devnode, "mapping", r.Mapping.Name)
+		} else {
+			d.log.Info("medium changed: mapping closed", "devnode", r.Mapping.Backing.Devnode, "mapping", r.Mapping.Name)
+		}
+	}
+	result := "ok"
+	if err != nil {
+		result = d.finish(ev, removalRule, "unmount", err)
+	}
+	d.metrics.Rule(removalRule).Action("unmount", result, time.Since(start))
+}
+
+// logMediaUnmount logs an unmount of devnode for a medium change.
+func (d *daemon) logMediaUnmount(devnode string, res mount.UnmountResult) {
+	if res.Lazy {
+		d.log.Warn("medium changed while in use: lazily unmounted", "devnode", devnode, "path", res.Entry.MountPoint)
+	} else {
+		d.log.Info("medium changed: unmounted", "devnode", devnode, "path", res.Entry.MountPoint)
+	}
 }
 
 // mediaArrived runs a new medium through the rules as the "add" of its

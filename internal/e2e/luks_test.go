@@ -25,6 +25,7 @@ const (
 	luksProc = "/run/e2e/procs.log"                   // the process sampler's
 	luksUUID = "0f2d4c6e-1a3b-4c5d-8e9f-a1b2c3d4e5f6" // the sticks of the good key
 	swapUUID = "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d" // the stick whose keyfile becomes a symlink
+	lockUUID = "7c6b5a49-3827-4165-9efd-cba987654321" // the stick a rule only unlocks
 	luksName = "luks-" + luksUUID
 	luksNode = "/dev/mapper/" + luksName
 	luksPath = "/media/LUKSDATA"
@@ -32,7 +33,8 @@ const (
 
 // luksRules unlock the sticks of luksUUID with stick.key, mount what is
 // inside and record what a run after them sees; swapped-key's keyfile
-// is made a symlink after the rules loaded.
+// is made a symlink after the rules loaded; unlock-only opens the
+// sticks of lockUUID and mounts nothing.
 const luksRules = `
   - name: backup-luks
     match: action == "add" && subsystem == "block" && fs.type == "crypto_LUKS" && fs.uuid == "` + luksUUID + `"
@@ -47,6 +49,11 @@ const luksRules = `
     actions:
       - unlock: {keyfile: ` + luksKeys + `/swap.key}
       - mount: {}
+
+  - name: unlock-only
+    match: action == "add" && subsystem == "block" && fs.type == "crypto_LUKS" && fs.uuid == "` + lockUUID + `"
+    actions:
+      - unlock: {keyfile: ` + luksKeys + `/stick.key}
 `
 
 // luksPBKDF is the key derivation of the sticks: LUKS2's argon2id, with
@@ -72,6 +79,8 @@ func TestLUKS(t *testing.T) {
 	t.Run("pulled_while_busy", l.testPulledBusy)
 	t.Run("refused", l.testRefused)
 	t.Run("eject", l.testEject)
+	t.Run("eject_unmounted", l.testEjectUnmounted)
+	t.Run("media_change", l.testMediaChange)
 	t.Run("kill_9_restart", l.testKillRestart)
 	t.Run("key_nowhere", l.testKeyNowhere)
 	for _, s := range l.timings {
@@ -364,6 +373,88 @@ done >> `+luksProc+` 2>/dev/null`)
 	if r := g.try(t, "grep -a -c 'cryptsetup open' "+luksProc); r.code != 0 {
 		t.Errorf("the sampler never caught cryptsetup running; key_nowhere would check nothing of it")
 	}
+}
+
+// Scenario L7: a rule that only unlocks leaves the mapping open with
+// nothing mounted; `hotplugd eject` of the partition closes it and says
+// so, and so does the eject of the whole disk once the partition's add
+// has opened it again.
+func (l *luksGuest) testEjectUnmounted(t *testing.T) {
+	g := l.g
+	name := "luks-" + lockUUID
+	img := l.luksStick(t, "l7unlock", lockUUID, l.keyFile, "")
+	mark := l.logMark(t)
+	s := g.plug(t, "l7unlock", img)
+	l.waitLog(t, mark, plugTimeout, "the unlock", map[string]string{"msg": "unlocked", "mapping": name})
+	disk := g.diskOf(t, "l7unlock")
+	for i, target := range []string{"/dev/" + disk + "1", "/dev/" + disk} {
+		if i > 0 {
+			mark = l.logMark(t)
+			g.sh(t, "echo add > /sys/class/block/"+disk+"1/uevent")
+			l.waitLog(t, mark, plugTimeout, "the unlock again", map[string]string{"msg": "unlocked", "mapping": name})
+		}
+		g.sh(t, "test -e /dev/mapper/"+name)
+		r := g.try(t, shq(g.bin)+" eject "+target)
+		if r.code != 0 || !strings.Contains(r.stdout, name+" closed") {
+			t.Errorf("eject of %s, whose mapping is open and not mounted:\n%s", target, r)
+		}
+		if _, ok := g.waitFor(t, 5*time.Second, mappingGone(name)); !ok {
+			t.Errorf("the mapping of %s is still open after the eject", target)
+		}
+		l.nothingOpen(t)
+	}
+	g.pullAll(t, []*stick{s})
+}
+
+// Scenario L8: the card of a reader taken out while the ext4 inside its
+// LUKS volume is mounted. The disk stays, and the kernel says so with a
+// change of it with DISK_MEDIA_CHANGE=1, because the daemon has it poll
+// the drive. The cleartext is unmounted, its directory removed and the
+// mapping closed: left open, it would read and write the next card in
+// the reader. That next card is unlocked and mounted, as the same
+// mapping, at the same place.
+func (l *luksGuest) testMediaChange(t *testing.T) {
+	g := l.g
+	cardA := l.luksStick(t, "l8cardA", luksUUID, l.keyFile, "LUKSDATA")
+	cardB := l.luksStick(t, "l8cardB", luksUUID, l.keyFile, "LUKSDATA")
+	before := len(l.events(t, nil))
+	s, _, _ := l.plugTimed(t, "l8card", cardA, luksPath)
+	disk := g.diskOf(t, "l8card")
+	if got := strings.TrimSpace(g.sh(t, "cat /sys/block/"+disk+"/events_poll_msecs")); got != "2000" {
+		t.Errorf("events_poll_msecs of %s is %s, want the daemon's 2000", disk, got)
+	}
+	mark := l.logMark(t)
+	s.takeMedium(t)
+	seen := l.waitEvent(t, 30*time.Second, "the kernel's change when the card was taken out", before,
+		func(e monitorEvent) bool {
+			return e.Action == "change" && e.DevName == disk && e.Env["DISK_MEDIA_CHANGE"] == "1"
+		})
+	if !g.waitUnmounted(t, luksPath, mediaTimeout) {
+		t.Errorf("the card was taken out of /dev/%s, but %s is still mounted, or its directory there", disk, luksPath)
+	}
+	if _, ok := g.waitFor(t, mediaTimeout, mappingGone(luksName)); !ok {
+		t.Errorf("the card was taken out of /dev/%s, but its mapping %s is still open %v later", disk, luksName, mediaTimeout)
+	}
+	if recs := l.findLog(t, mark, map[string]string{"msg": "medium changed: mapping closed", "mapping": luksName}); len(recs) != 1 {
+		t.Errorf("%d log lines say %s was closed, want 1", len(recs), luksName)
+	}
+	l.nothingOpen(t)
+
+	s.insertMedium(t, cardB)
+	l.waitEvent(t, 30*time.Second, "the kernel's change when the next card went in", seen,
+		func(e monitorEvent) bool { return e.Action == "change" && e.DevName == disk })
+	m, ok := g.waitMount(t, luksPath, plugTimeout)
+	if !ok {
+		t.Fatalf("the next card is in /dev/%s, but %s was not mounted within %v", disk, luksPath, plugTimeout)
+	}
+	if m.source != luksNode {
+		t.Errorf("%s: %s mounted, want %s", luksPath, m.source, luksNode)
+	}
+	if got := g.try(t, "cat "+luksPath+"/hello.txt"); got.stdout != "inside l8cardB\n" {
+		t.Errorf("hello.txt inside the next card: %s", got)
+	}
+	g.pullAll(t, []*stick{s}, luksPath)
+	g.eventually(t, pullTimeout, "the mapping to be closed", mappingGone(luksName))
 }
 
 // Scenario L5: the daemon killed with SIGKILL while a LUKS stick is

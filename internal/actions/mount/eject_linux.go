@@ -18,13 +18,23 @@ var (
 	ErrNotUSB      = errors.New("not on a USB device")
 )
 
-// Select returns hotplugd's mounts that target names: a device node
-// (/dev/sdb1, or the whole disk /dev/sdb for all its partitions), a mount
-// point, LABEL=x or UUID=x. A mount hotplugd did not make is never
+// Selection is what an eject target names.
+type Selection struct {
+	Entries []Entry // hotplugd's mounts; Eject of a cleartext's closes its mapping too
+	// Mappings are the mappings hotplugd opened there whose cleartext it
+	// has not mounted: EjectMapping closes them.
+	Mappings []Mapping
+}
+
+// Select returns what hotplugd made that target names: the mounts of a
+// device node (/dev/sdb1, or the whole disk /dev/sdb for all its
+// partitions), a mount point, LABEL=x or UUID=x, and for a device node
+// also the mappings it opened on that device (or whose cleartext it is)
+// that it did not mount. A mount hotplugd did not make is never
 // returned: what matches nothing recorded is ErrNoSuchMount.
-func (m *Mounter) Select(target string) ([]Entry, error) {
-	entries := m.Entries()
+func (m *Mounter) Select(target string) (Selection, error) {
 	var match func(Entry) bool
+	var mapping func(Mapping) bool // for a device node
 	switch {
 	case strings.HasPrefix(target, "LABEL="):
 		label := strings.TrimPrefix(target, "LABEL=")
@@ -33,50 +43,76 @@ func (m *Mounter) Select(target string) ([]Entry, error) {
 		uuid := strings.TrimPrefix(target, "UUID=")
 		match = func(e Entry) bool { return strings.EqualFold(e.Device.UUID, uuid) }
 	case filepath.IsAbs(target):
-		m, err := m.pathMatch(filepath.Clean(target))
-		if err != nil {
-			return nil, err
+		var err error
+		if match, mapping, err = m.pathMatch(filepath.Clean(target)); err != nil {
+			return Selection{}, err
 		}
-		match = m
 	default:
-		return nil, fmt.Errorf("eject %s: want a device node, a mount point, LABEL= or UUID=", target)
+		return Selection{}, fmt.Errorf("eject %s: want a device node, a mount point, LABEL= or UUID=", target)
 	}
-	var out []Entry
-	for _, e := range entries {
+	sel := m.selection(match, mapping)
+	if len(sel.Entries)+len(sel.Mappings) == 0 {
+		return Selection{}, fmt.Errorf("eject %s: %w", target, ErrNoSuchMount)
+	}
+	return sel, nil
+}
+
+// SelectDisk is what an eject of the whole of disk takes: its mounts and
+// those of the mappings on it, and those mappings not mounted.
+func (m *Mounter) SelectDisk(disk Disk) Selection {
+	return m.selection(func(e Entry) bool { return disk.holds(m.underlying(e.Device)) },
+		func(mp Mapping) bool { return disk.holds(mp.Backing) })
+}
+
+// selection is the mounts match takes, and the mappings mapping takes
+// (none when nil) whose cleartext is not mounted. A mapping still being
+// opened has no cleartext yet, and is left to its unlock.
+func (m *Mounter) selection(match func(Entry) bool, mapping func(Mapping) bool) Selection {
+	var sel Selection
+	for _, e := range m.Entries() {
 		if !e.Unmounted && match(e) {
-			out = append(out, e)
+			sel.Entries = append(sel.Entries, e)
 		}
 	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("eject %s: %w", target, ErrNoSuchMount)
+	if mapping == nil {
+		return sel
 	}
-	return out, nil
+	for _, mp := range m.Mappings() {
+		if mp.Cleartext.Major == 0 && mp.Cleartext.Minor == 0 || !mapping(mp) {
+			continue
+		}
+		if e, ok := m.Lookup(mp.Cleartext); !ok || e.Unmounted {
+			sel.Mappings = append(sel.Mappings, mp)
+		}
+	}
+	return sel
 }
 
 // pathMatch matches a mount point, else the device whose node path is
-// (and, for a whole disk, its partitions).
-func (m *Mounter) pathMatch(path string) (func(Entry) bool, error) {
+// (and, for a whole disk, its partitions): its mounts, and the mappings
+// on it or whose cleartext it is.
+func (m *Mounter) pathMatch(path string) (func(Entry) bool, func(Mapping) bool, error) {
 	for _, e := range m.Entries() {
 		if e.MountPoint == path {
-			return func(x Entry) bool { return x.MountPoint == path }, nil
+			return func(x Entry) bool { return x.MountPoint == path }, nil, nil
 		}
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
-		return nil, fmt.Errorf("eject %s: %w", path, ErrNoSuchMount)
+		return nil, nil, fmt.Errorf("eject %s: %w", path, ErrNoSuchMount)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
-		return nil, fmt.Errorf("eject %s: %w (not a block device, nor a mount point hotplugd made)", path, ErrNoSuchMount)
+		return nil, nil, fmt.Errorf("eject %s: %w (not a block device, nor a mount point hotplugd made)", path, ErrNoSuchMount)
 	}
 	num := Device{Major: unix.Major(st.Rdev), Minor: unix.Minor(st.Rdev)}.DevNum()
 	devpath, _ := m.devpathOf(num)
-	return func(e Entry) bool {
-		if e.Device.DevNum() == num {
-			return true // the device itself, or the cleartext of a mapping named by its node
-		}
-		d := m.underlying(e.Device)
+	on := func(d Device) bool {
 		return d.DevNum() == num || devpath != "" && strings.HasPrefix(d.Devpath, devpath+"/")
-	}, nil
+	}
+	// The device itself, or the cleartext of a mapping named by its node.
+	entry := func(e Entry) bool { return e.Device.DevNum() == num || on(m.underlying(e.Device)) }
+	mapping := func(mp Mapping) bool { return mp.Cleartext.DevNum() == num || on(mp.Backing) }
+	return entry, mapping, nil
 }
 
 // underlying is the device a mount is on at the bottom: the backing
@@ -185,13 +221,22 @@ func (m *Mounter) DiskOf(dev Device) (Disk, error) {
 		Num: strings.TrimSpace(string(num))}, nil
 }
 
+// holds reports whether dev is disk or one of its partitions, by its
+// devpath.
+func (disk Disk) holds(dev Device) bool {
+	return disk.Devpath != "" && (dev.Devpath == disk.Devpath || strings.HasPrefix(dev.Devpath, disk.Devpath+"/"))
+}
+
 // DiskEntries are the recorded mounts of the devices on disk, and of
 // the mappings hotplugd opened on them.
 func (m *Mounter) DiskEntries(disk Disk) []Entry {
-	return slices.DeleteFunc(m.Entries(), func(e Entry) bool {
-		p := m.underlying(e.Device).Devpath
-		return e.Unmounted || p != disk.Devpath && !strings.HasPrefix(p, disk.Devpath+"/")
-	})
+	return slices.DeleteFunc(m.Entries(), func(e Entry) bool { return e.Unmounted || !disk.holds(m.underlying(e.Device)) })
+}
+
+// DiskMappings are the mappings hotplugd opened on disk or on one of its
+// partitions, mounted or not.
+func (m *Mounter) DiskMappings(disk Disk) []Mapping {
+	return slices.DeleteFunc(m.Mappings(), func(mp Mapping) bool { return !disk.holds(mp.Backing) })
 }
 
 // PowerOff does what udisks' Drive.PowerOff does for a USB disk whose

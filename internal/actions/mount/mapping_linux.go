@@ -309,6 +309,16 @@ func (m *Mounter) closeCrypt(ctx context.Context, mp Mapping, inUse bool) (argv 
 	return m.cfg.Crypt.CloseArgv(req), deferred, nil
 }
 
+// EjectMapping closes a mapping an eject selected whose cleartext is not
+// mounted (Selection.Mappings), deferred when something still holds it;
+// one mounted since is ejected as Eject ejects its cleartext.
+func (m *Mounter) EjectMapping(ctx context.Context, mp Mapping, force bool) (UnmountResult, error) {
+	if m.cfg.PlanOnly {
+		return UnmountResult{}, fmt.Errorf("close %s: %w", mp.Name, ErrPlanOnly)
+	}
+	return m.ejectMapping(ctx, mp, ejectMode(force))
+}
+
 // ejectMapping is Eject of a cleartext device: its filesystem unmounted
 // as Eject does, then the mapping closed.
 func (m *Mounter) ejectMapping(ctx context.Context, mp Mapping, mode busyMode) (UnmountResult, error) {

@@ -2,7 +2,6 @@ package mount
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hotplugd/hotplugd/internal/actions/crypt"
+	"github.com/hotplugd/hotplugd/internal/actions/crypt/crypttest"
 	"github.com/hotplugd/hotplugd/internal/actions/run"
 	"github.com/hotplugd/hotplugd/internal/host"
 	"github.com/hotplugd/hotplugd/internal/keyfile"
@@ -22,47 +22,17 @@ import (
 )
 
 // This machine's kernel has no device-mapper: these tests stand a fake
-// cryptsetup in for the real one (the real one runs in internal/e2e's
-// guest). On open it checks the key it reads on stdin and makes what the
-// kernel would: block/dm-0 in a sysfs of the test's whose dm/name is the
-// mapping and whose dev is that of a real loop partition with an ext4,
-// the cleartext, and /dev/mapper/<name> leading to it. On close it
-// removes them, or, when the cleartext is "busy", refuses (exit 5) or
-// with --deferred leaves them for the kernel to remove later. With a
-// file "fail" its open fails after making the mapping.
+// cryptsetup in for the real one (crypttest; the real one runs in
+// internal/e2e's guest), whose mapping's cleartext is a real loop
+// partition with an ext4.
 
 const fakeKey = "the key of the test disk"
-
-const fakeCryptsetup = `#!/bin/sh
-d=%s
-echo "$*" >> "$d/calls"
-case "$1" in
-open)
-	[ "$(cat)" = "$(cat "$d/key")" ] || exit 2
-	for a; do name=$a; done
-	mkdir -p "$d/sys/devices/virtual/block/dm-0/dm" "$d/sys/block" "$d/dev/mapper"
-	echo "$name" > "$d/sys/devices/virtual/block/dm-0/dm/name"
-	cat "$d/devnum" > "$d/sys/devices/virtual/block/dm-0/dev"
-	ln -sfn ../devices/virtual/block/dm-0 "$d/sys/block/dm-0"
-	ln -sfn "$(cat "$d/cleartext")" "$d/dev/mapper/$name"
-	if [ -f "$d/fail" ]; then exit 1; fi # as if killed at the deadline, the mapping made
-	;;
-close)
-	for a; do name=$a; done
-	if [ -f "$d/busy" ]; then
-		[ "$2" = --deferred ] || exit 5
-		exit 0
-	fi
-	rm -rf "$d/sys/block/dm-0" "$d/sys/devices/virtual/block/dm-0" "$d/dev/mapper/$name"
-	;;
-esac
-`
 
 // cryptFixture is a Mounter whose cryptsetup is the fake, a backing loop
 // device, and a cleartext loop partition holding an ext4 "SECRET".
 type cryptFixture struct {
 	*mountFixture
-	dir     string // the fake's
+	crypt   *crypttest.Fake
 	key     string // the keyfile
 	backing Device
 	clear   *testDisk
@@ -71,15 +41,10 @@ type cryptFixture struct {
 func newCryptFixture(t *testing.T) *cryptFixture {
 	t.Helper()
 	looptest.Require(t, "mkfs.ext4")
-	dir := t.TempDir()
-	prog := filepath.Join(dir, "cryptsetup")
-	writeTestFile(t, prog, fmt.Sprintf(fakeCryptsetup, dir), 0o755)
 	key := filepath.Join(t.TempDir(), "disk.key")
 	writeTestFile(t, key, fakeKey, 0o600)
-	writeTestFile(t, filepath.Join(dir, "key"), fakeKey, 0o600)
 	clear := newDisk(t, "ext4", "SECRET", diskOptions{populate: map[string]string{"hello.txt": "inside\n"}})
-	writeTestFile(t, filepath.Join(dir, "devnum"), clear.dev.DevNum(), 0o644)
-	writeTestFile(t, filepath.Join(dir, "cleartext"), clear.part, 0o644)
+	fake := crypttest.New(t, fakeKey, clear.part, clear.dev.DevNum())
 	loop := looptest.Attach(t, looptest.Image(t, 8<<20, ""))
 	st := looptest.WaitBlockDevice(t, loop.Dev)
 	backing := Device{Major: unix.Major(st.Rdev), Minor: unix.Minor(st.Rdev),
@@ -87,10 +52,10 @@ func newCryptFixture(t *testing.T) *cryptFixture {
 		UUID: "ed32c0be-7d35-4b42-ac27-8e8114bb0e78"}
 	log := slog.New(slog.NewTextHandler(mountLogWriter{t}, nil))
 	fx := newMountFixture(t, func(c *Config) {
-		c.Roots = host.Roots{Etc: c.Roots.Etc, Sys: filepath.Join(dir, "sys"), Dev: filepath.Join(dir, "dev")}
-		c.Crypt = &crypt.Cryptsetup{Path: prog, Runner: &run.Runner{Log: log, Grace: 200 * time.Millisecond}}
+		c.Roots = host.Roots{Etc: c.Roots.Etc, Sys: fake.Sys, Dev: fake.Dev}
+		c.Crypt = &crypt.Cryptsetup{Path: fake.Path, Runner: &run.Runner{Log: log, Grace: 200 * time.Millisecond}}
 	})
-	return &cryptFixture{mountFixture: fx, dir: dir, key: key, backing: backing, clear: clear}
+	return &cryptFixture{mountFixture: fx, crypt: fake, key: key, backing: backing, clear: clear}
 }
 
 func writeTestFile(t testing.TB, path, content string, perm os.FileMode) {
@@ -98,26 +63,6 @@ func writeTestFile(t testing.TB, path, content string, perm os.FileMode) {
 	if err := os.WriteFile(path, []byte(content), perm); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// calls are the fake's invocations so far, one "open ..." or "close ..."
-// a line.
-func (fx *cryptFixture) calls(t *testing.T) []string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(fx.dir, "calls"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
-}
-
-// open is the fake's "kernel" state: is there a dm-0?
-func (fx *cryptFixture) open() bool {
-	_, err := os.Stat(filepath.Join(fx.dir, "sys", "devices", "virtual", "block", "dm-0"))
-	return err == nil
 }
 
 func (fx *cryptFixture) unlock(t *testing.T) (Mapping, bool, error) {
@@ -157,7 +102,7 @@ func TestUnlockMountRemove(t *testing.T) {
 		t.Fatalf("Unlock: %+v, %v, %v", mp, opened, err)
 	}
 	want := Device{Major: fx.clear.dev.Major, Minor: fx.clear.dev.Minor, Devpath: "/devices/virtual/block/dm-0",
-		Devname: "dm-0", Devnode: filepath.Join(fx.dir, "dev", "mapper", "luks-test")}
+		Devname: "dm-0", Devnode: filepath.Join(fx.crypt.Dev, "mapper", "luks-test")}
 	if mp.Cleartext != want || mp.Name != "luks-test" || mp.Backing.Devnode != fx.backing.Devnode {
 		t.Errorf("mapping %+v, want cleartext %+v", mp, want)
 	}
@@ -178,13 +123,13 @@ func TestUnlockMountRemove(t *testing.T) {
 	if u := res[0].Unmount; u == nil || !u.Unmounted || u.Lazy || !u.DirRemoved || res[0].Deferred {
 		t.Errorf("close result %+v (unmount %+v)", res[0], u)
 	}
-	if want := []string{filepath.Join(fx.dir, "cryptsetup"), "close", "--", "luks-test"}; !slices.Equal(res[0].Argv, want) {
+	if want := []string{fx.crypt.Path, "close", "--", "luks-test"}; !slices.Equal(res[0].Argv, want) {
 		t.Errorf("close argv %q, want %q", res[0].Argv, want)
 	}
-	if mountOn(t, e.MountPoint) != nil || fx.open() {
+	if mountOn(t, e.MountPoint) != nil || fx.crypt.Open() {
 		t.Error("still mounted, or the mapping still open")
 	}
-	if calls := fx.calls(t); len(calls) != 2 || calls[1] != "close -- luks-test" {
+	if calls := fx.crypt.Calls(t); len(calls) != 2 || calls[1] != "close -- luks-test" {
 		t.Errorf("cryptsetup calls %q", calls)
 	}
 	if n := len(stateMappings(t, fx.state)) + len(stateEntries(t, fx.state)); n != 0 || len(fx.m.Mappings()) != 0 {
@@ -220,12 +165,12 @@ func TestClosePlanned(t *testing.T) {
 			!res[0].Unmount.Unmounted || !res[0].Unmount.DirRemoved {
 			t.Fatalf("planned close: %+v, %v; want the unmount from %s", res, err, e.MountPoint)
 		}
-		if want := []string{filepath.Join(fx.dir, "cryptsetup"), "close", "--", "luks-test"}; !slices.Equal(res[0].Argv, want) {
+		if want := []string{fx.crypt.Path, "close", "--", "luks-test"}; !slices.Equal(res[0].Argv, want) {
 			t.Errorf("planned close argv %q, want %q", res[0].Argv, want)
 		}
 	}
-	if mountOn(t, e.MountPoint) == nil || !fx.open() || len(fx.calls(t)) != 1 {
-		t.Errorf("the plan changed something: mounted %v, open %v, cryptsetup calls %q", mountOn(t, e.MountPoint) != nil, fx.open(), fx.calls(t))
+	if mountOn(t, e.MountPoint) == nil || !fx.crypt.Open() || len(fx.crypt.Calls(t)) != 1 {
+		t.Errorf("the plan changed something: mounted %v, open %v, cryptsetup calls %q", mountOn(t, e.MountPoint) != nil, fx.crypt.Open(), fx.crypt.Calls(t))
 	}
 	if got, _ := os.ReadFile(fx.state); string(got) != string(state) || len(plan.Mappings()) != 1 || len(plan.Entries()) != 1 {
 		t.Errorf("the plan changed the state:\n%s\nwas\n%s", got, state)
@@ -252,7 +197,7 @@ func TestCloseBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
-	writeTestFile(t, filepath.Join(fx.dir, "busy"), "", 0o644)
+	fx.crypt.SetBusy(t, true)
 	res, err := fx.m.CloseMappingsOn(t.Context(), fx.backing)
 	if err != nil || len(res) != 1 {
 		t.Fatalf("CloseMappingsOn: %+v, %v", res, err)
@@ -260,7 +205,7 @@ func TestCloseBusy(t *testing.T) {
 	if u := res[0].Unmount; u == nil || !u.Lazy || !u.DirRemoved || !res[0].Deferred {
 		t.Errorf("close result %+v (unmount %+v), want lazy and deferred", res[0], u)
 	}
-	if calls := fx.calls(t); len(calls) != 2 || calls[1] != "close --deferred -- luks-test" {
+	if calls := fx.crypt.Calls(t); len(calls) != 2 || calls[1] != "close --deferred -- luks-test" {
 		t.Errorf("cryptsetup calls %q, want one deferred close", calls)
 	}
 	if len(fx.m.Mappings()) != 0 {
@@ -268,17 +213,17 @@ func TestCloseBusy(t *testing.T) {
 	}
 
 	// The filesystem free, the mapping held by someone else.
-	os.Remove(filepath.Join(fx.dir, "busy"))
-	fx.fake(t, "close", "--", "luks-test")
-	os.Remove(filepath.Join(fx.dir, "calls"))
+	fx.crypt.SetBusy(t, false)
+	fx.crypt.Run(t, fakeKey, "close", "--", "luks-test")
+	fx.crypt.ResetCalls(t)
 	if _, _, err := fx.unlock(t); err != nil {
 		t.Fatal(err)
 	}
-	writeTestFile(t, filepath.Join(fx.dir, "busy"), "", 0o644)
+	fx.crypt.SetBusy(t, true)
 	if res, err := fx.m.CloseMappingsOn(t.Context(), fx.backing); err != nil || len(res) != 1 || !res[0].Deferred || res[0].Unmount != nil {
 		t.Errorf("CloseMappingsOn: %+v, %v", res, err)
 	}
-	if calls := fx.calls(t); len(calls) != 3 || calls[1] != "close -- luks-test" || calls[2] != "close --deferred -- luks-test" {
+	if calls := fx.crypt.Calls(t); len(calls) != 3 || calls[1] != "close -- luks-test" || calls[2] != "close --deferred -- luks-test" {
 		t.Errorf("cryptsetup calls %q, want a close, then a deferred one", calls)
 	}
 }
@@ -288,11 +233,11 @@ func TestCloseBusy(t *testing.T) {
 // half-way: an error, and nothing left open or recorded.
 func TestUnlockFailures(t *testing.T) {
 	fx := newCryptFixture(t)
-	writeTestFile(t, filepath.Join(fx.dir, "key"), "another key", 0o600)
+	fx.crypt.SetKey(t, "another key")
 	if _, _, err := fx.unlock(t); !errors.Is(err, crypt.ErrWrongKey) {
 		t.Errorf("wrong key: %v", err)
 	}
-	writeTestFile(t, filepath.Join(fx.dir, "key"), fakeKey, 0o600)
+	fx.crypt.SetKey(t, fakeKey)
 
 	moved := fx.key + ".real"
 	if err := os.Rename(fx.key, moved); err != nil {
@@ -304,8 +249,8 @@ func TestUnlockFailures(t *testing.T) {
 	if _, _, err := fx.unlock(t); !errors.Is(err, keyfile.ErrUnsafe) {
 		t.Errorf("keyfile swapped for a symlink: %v", err)
 	}
-	if len(fx.calls(t)) != 1 {
-		t.Errorf("cryptsetup ran with a symlinked keyfile: %q", fx.calls(t))
+	if len(fx.crypt.Calls(t)) != 1 {
+		t.Errorf("cryptsetup ran with a symlinked keyfile: %q", fx.crypt.Calls(t))
 	}
 	os.Remove(fx.key)
 	if err := os.Rename(moved, fx.key); err != nil {
@@ -313,33 +258,23 @@ func TestUnlockFailures(t *testing.T) {
 	}
 
 	// A mapping of the name that hotplugd did not open.
-	fx.fake(t, "open", "--", fx.backing.Devnode, "luks-test")
+	fx.crypt.Run(t, fakeKey, "open", "--", fx.backing.Devnode, "luks-test")
 	if _, _, err := fx.unlock(t); !errors.Is(err, ErrMappingExists) {
 		t.Errorf("a mapping hotplugd did not open has the name: %v", err)
 	}
-	fx.fake(t, "close", "--", "luks-test")
-	os.Remove(filepath.Join(fx.dir, "calls"))
+	fx.crypt.Run(t, fakeKey, "close", "--", "luks-test")
+	fx.crypt.ResetCalls(t)
 
 	// Failing after it made the mapping: it is closed again.
-	writeTestFile(t, filepath.Join(fx.dir, "fail"), "", 0o644)
+	fx.crypt.SetFailing(t, true)
 	if _, _, err := fx.unlock(t); !errors.Is(err, crypt.ErrFailed) {
 		t.Errorf("a failed open: %v", err)
 	}
-	if calls := fx.calls(t); len(calls) != 2 || calls[1] != "close -- luks-test" {
+	if calls := fx.crypt.Calls(t); len(calls) != 2 || calls[1] != "close -- luks-test" {
 		t.Errorf("cryptsetup calls %q, want the half-made mapping closed", calls)
 	}
-	if fx.open() || len(fx.m.Mappings()) != 0 || len(stateMappings(t, fx.state)) != 0 {
+	if fx.crypt.Open() || len(fx.m.Mappings()) != 0 || len(stateMappings(t, fx.state)) != 0 {
 		t.Error("something is left open or recorded")
-	}
-}
-
-// fake runs the fake cryptsetup as someone else would, with the key.
-func (fx *cryptFixture) fake(t *testing.T, args ...string) {
-	t.Helper()
-	cmd := exec.Command(filepath.Join(fx.dir, "cryptsetup"), args...)
-	cmd.Stdin = strings.NewReader(fakeKey)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("fake cryptsetup %q: %v\n%s", args, err, out)
 	}
 }
 
@@ -361,7 +296,7 @@ func TestUnlockAgain(t *testing.T) {
 	if err != nil || !opened || again.Cleartext != first.Cleartext {
 		t.Errorf("again: %+v, %v, %v", again, opened, err)
 	}
-	if calls := fx.calls(t); len(calls) != 1 {
+	if calls := fx.crypt.Calls(t); len(calls) != 1 {
 		t.Errorf("cryptsetup calls %q", calls)
 	}
 	other := fx.backing
@@ -395,7 +330,7 @@ func TestReconcileMappings(t *testing.T) {
 	if u := rep.Closed[0].Unmount; u == nil || !u.DirRemoved {
 		t.Errorf("closed %+v", rep.Closed[0])
 	}
-	if mountOn(t, e.MountPoint) != nil || fx.open() || len(fx.m.Mappings()) != 0 || len(stateEntries(t, fx.state)) != 0 {
+	if mountOn(t, e.MountPoint) != nil || fx.crypt.Open() || len(fx.m.Mappings()) != 0 || len(stateEntries(t, fx.state)) != 0 {
 		t.Error("the mapping of a device that is gone is still mounted, open or recorded")
 	}
 
@@ -411,9 +346,9 @@ func TestReconcileMappings(t *testing.T) {
 	if err := fx.m.putMapping(pending); err != nil {
 		t.Fatal(err)
 	}
-	fx.fake(t, "open", "--", fx.backing.Devnode, "luks-test")
+	fx.crypt.Run(t, fakeKey, "open", "--", fx.backing.Devnode, "luks-test")
 	rep, err = fx.m.Reconcile(t.Context(), gone)
-	if err != nil || len(rep.Closed) != 1 || fx.open() {
+	if err != nil || len(rep.Closed) != 1 || fx.crypt.Open() {
 		t.Errorf("opened, not recorded as such: %+v, %v", rep, err)
 	}
 }
@@ -429,26 +364,118 @@ func TestEjectMapping(t *testing.T) {
 	}
 	e := fx.mountCleartext(t, mp)
 	sel, err := fx.m.Select(fx.backing.Devnode)
-	if err != nil || len(sel) != 1 || sel[0].MountPoint != e.MountPoint {
-		t.Fatalf("Select(%s): %+v, %v", fx.backing.Devnode, sel, err)
+	if err != nil || len(sel.Entries) != 1 || sel.Entries[0].MountPoint != e.MountPoint || len(sel.Mappings) != 0 {
+		t.Fatalf("Select(%s): %+v, %v; want the cleartext's mount, and its mapping only through it", fx.backing.Devnode, sel, err)
 	}
 	f, err := os.Open(filepath.Join(e.MountPoint, "hello.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fx.m.Eject(t.Context(), sel[0].Device, false); !errors.Is(err, ErrBusy) {
+	if _, err := fx.m.Eject(t.Context(), sel.Entries[0].Device, false); !errors.Is(err, ErrBusy) {
 		t.Errorf("eject of a busy cleartext: %v", err)
 	}
 	f.Close()
-	if !fx.open() || len(fx.m.Mappings()) != 1 {
+	if !fx.crypt.Open() || len(fx.m.Mappings()) != 1 {
 		t.Fatal("a refused eject closed the mapping")
 	}
-	res, err := fx.m.Eject(t.Context(), sel[0].Device, false)
+	res, err := fx.m.Eject(t.Context(), sel.Entries[0].Device, false)
 	if err != nil || !res.Unmounted || res.Closed != "luks-test" || res.Deferred {
 		t.Errorf("eject: %+v, %v", res, err)
 	}
-	if mountOn(t, e.MountPoint) != nil || fx.open() || len(fx.m.Mappings()) != 0 {
+	if mountOn(t, e.MountPoint) != nil || fx.crypt.Open() || len(fx.m.Mappings()) != 0 {
 		t.Error("still mounted, open or recorded after the eject")
+	}
+}
+
+// TestEjectUnmountedMapping: a mapping whose cleartext hotplugd did not
+// mount is what an eject of its backing device, or of its cleartext's
+// node, takes; EjectMapping closes it, deferred when it is in use. The
+// eject of another device takes nothing.
+func TestEjectUnmountedMapping(t *testing.T) {
+	fx := newCryptFixture(t)
+	if _, _, err := fx.unlock(t); err != nil {
+		t.Fatal(err)
+	}
+	node := fx.m.CleartextNode("luks-test")
+	for _, target := range []string{fx.backing.Devnode, node} {
+		sel, err := fx.m.Select(target)
+		if err != nil || len(sel.Entries) != 0 || len(sel.Mappings) != 1 || sel.Mappings[0].Name != "luks-test" {
+			t.Errorf("Select(%s): %+v, %v; want the mapping", target, sel, err)
+		}
+	}
+	if sel, err := fx.m.Select(fx.clear.loop); !errors.Is(err, ErrNoSuchMount) {
+		t.Errorf("Select of another disk: %+v, %v; want %v", sel, err, ErrNoSuchMount)
+	}
+	sel, _ := fx.m.Select(fx.backing.Devnode)
+	res, err := fx.m.EjectMapping(t.Context(), sel.Mappings[0], false)
+	if err != nil || res.Unmounted || res.Closed != "luks-test" || res.Deferred {
+		t.Errorf("EjectMapping: %+v, %v", res, err)
+	}
+	if calls := fx.crypt.Calls(t); len(calls) != 2 || calls[1] != "close -- luks-test" {
+		t.Errorf("cryptsetup calls %q", calls)
+	}
+	if fx.crypt.Open() || len(fx.m.Mappings()) != 0 || len(stateMappings(t, fx.state)) != 0 {
+		t.Error("still open or recorded after the eject")
+	}
+	if sel, err := fx.m.Select(fx.backing.Devnode); !errors.Is(err, ErrNoSuchMount) {
+		t.Errorf("Select after the close: %+v, %v; want %v", sel, err, ErrNoSuchMount)
+	}
+
+	// Held by someone: closed deferred.
+	if _, _, err := fx.unlock(t); err != nil {
+		t.Fatal(err)
+	}
+	fx.crypt.SetBusy(t, true)
+	fx.crypt.ResetCalls(t)
+	sel, _ = fx.m.Select(fx.backing.Devnode)
+	if len(sel.Mappings) != 1 {
+		t.Fatalf("Select: %+v", sel)
+	}
+	if res, err := fx.m.EjectMapping(t.Context(), sel.Mappings[0], false); err != nil || res.Closed != "luks-test" || !res.Deferred {
+		t.Errorf("EjectMapping of a mapping in use: %+v, %v; want it deferred", res, err)
+	}
+	if calls := fx.crypt.Calls(t); len(calls) != 2 || calls[1] != "close --deferred -- luks-test" {
+		t.Errorf("cryptsetup calls %q, want a close, then a deferred one", calls)
+	}
+}
+
+// TestDiskMappings: the mappings of a disk are those on it or on a
+// partition of it, by devpath; a disk whose name another's begins with
+// holds none of the other's.
+func TestDiskMappings(t *testing.T) {
+	fx := newCryptFixture(t)
+	mp, _, err := fx.unlock(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		devpath string
+		want    int
+	}{
+		{fx.backing.Devpath, 1},
+		{filepath.Dir(fx.backing.Devpath), 1}, // as if the backing device were a partition of it
+		{fx.backing.Devpath + "0", 0},
+		{fx.backing.Devpath[:len(fx.backing.Devpath)-1], 0},
+		{"", 0},
+	} {
+		disk := Disk{Devpath: c.devpath}
+		if got := fx.m.DiskMappings(disk); len(got) != c.want {
+			t.Errorf("DiskMappings(%q): %+v, want %d", c.devpath, got, c.want)
+		}
+		if got := fx.m.SelectDisk(disk); len(got.Mappings) != c.want || len(got.Entries) != 0 {
+			t.Errorf("SelectDisk(%q): %+v, want %d mappings", c.devpath, got, c.want)
+		}
+	}
+	e := fx.mountCleartext(t, mp)
+	disk := Disk{Devpath: fx.backing.Devpath}
+	if got := fx.m.DiskEntries(disk); len(got) != 1 || got[0].MountPoint != e.MountPoint {
+		t.Errorf("DiskEntries: %+v, want the cleartext's mount", got)
+	}
+	if got := fx.m.SelectDisk(disk); len(got.Entries) != 1 || len(got.Mappings) != 0 {
+		t.Errorf("SelectDisk with the cleartext mounted: %+v, want its mount, and its mapping only through it", got)
+	}
+	if got := fx.m.DiskMappings(disk); len(got) != 1 {
+		t.Errorf("DiskMappings with the cleartext mounted: %+v", got)
 	}
 }
 

@@ -679,14 +679,19 @@ func (m *Mounter) Unmount(ctx context.Context, dev Device) (UnmountResult, error
 // force, which detaches at once. The cleartext of a LUKS device hotplugd
 // unlocked has its mapping closed after the unmount (UnmountResult.Closed).
 func (m *Mounter) Eject(ctx context.Context, dev Device, force bool) (UnmountResult, error) {
-	mode := failIfBusy
-	if force {
-		mode = detachNow
-	}
 	if mp, ok := m.MappingOf(dev); ok && !m.cfg.PlanOnly {
-		return m.ejectMapping(ctx, mp, mode) // and its mapping is closed
+		return m.ejectMapping(ctx, mp, ejectMode(force)) // and its mapping is closed
 	}
-	return m.unmount(ctx, dev, mode)
+	return m.unmount(ctx, dev, ejectMode(force))
+}
+
+// ejectMode is what an eject does with a busy filesystem: refuse, or
+// with force detach it lazily.
+func ejectMode(force bool) busyMode {
+	if force {
+		return detachNow
+	}
+	return failIfBusy
 }
 
 func (m *Mounter) unmount(ctx context.Context, dev Device, mode busyMode) (UnmountResult, error) {

@@ -36,6 +36,11 @@ func (m *Mounter) Eject(context.Context, Device, bool) (UnmountResult, error) {
 	return UnmountResult{}, errMountUnsupported
 }
 
+// EjectMapping fails off Linux.
+func (m *Mounter) EjectMapping(context.Context, Mapping, bool) (UnmountResult, error) {
+	return UnmountResult{}, errMountUnsupported
+}
+
 // Unlock fails off Linux.
 func (m *Mounter) Unlock(context.Context, Device, UnlockRequest) (Mapping, bool, error) {
 	return Mapping{}, false, errMountUnsupported
