@@ -44,6 +44,7 @@ func (m *Mounter) Unlock(ctx context.Context, dev Device, req UnlockRequest) (mp
 		return Mapping{}, false, fmt.Errorf("unlock %s: %w", dev.Devnode, err)
 	}
 	mp = newMapping(dev, req)
+	mp.Backing.Diskseq = m.diskseq(dev.Devpath)
 	if err := m.putMapping(mp); err != nil {
 		return Mapping{}, false, fmt.Errorf("unlock %s: not opened: %w", dev.Devnode, err)
 	}

@@ -97,9 +97,19 @@ func stateMappings(t *testing.T, path string) map[string]Mapping {
 // its directory removed and the mapping closed, plainly.
 func TestUnlockMountRemove(t *testing.T) {
 	fx := newCryptFixture(t)
+	// The disk's diskseq, in the fake's sysfs: the record tells this disk
+	// from a later one at the same number.
+	seqFile := filepath.Join(fx.crypt.Sys, fx.backing.Devpath, "diskseq")
+	if err := os.MkdirAll(filepath.Dir(seqFile), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeTestFile(t, seqFile, "4711\n", 0o644)
 	mp, opened, err := fx.unlock(t)
 	if err != nil || opened {
 		t.Fatalf("Unlock: %+v, %v, %v", mp, opened, err)
+	}
+	if got := stateMappings(t, fx.state)["luks-test"].Backing.Diskseq; got != 4711 {
+		t.Errorf("the backing device's diskseq is recorded as %d, want 4711", got)
 	}
 	want := Device{Major: fx.clear.dev.Major, Minor: fx.clear.dev.Minor, Devpath: "/devices/virtual/block/dm-0",
 		Devname: "dm-0", Devnode: filepath.Join(fx.crypt.Dev, "mapper", "luks-test")}

@@ -79,6 +79,7 @@ type Device struct {
 	Devpath string `json:"devpath,omitempty"` // kernel DEVPATH, /devices/...
 	Devnode string `json:"devnode,omitempty"` // /dev/sdb1
 	Devname string `json:"devname,omitempty"` // sdb1
+	Diskseq uint64 `json:"diskseq,omitempty"` // its disk's, in the state file: tells this disk from a later one at the same number
 
 	FSUsage   string `json:"-"`                   // ID_FS_USAGE; only "filesystem" is mounted
 	FSType    string `json:"-"`                   // ID_FS_TYPE, e.g. "ext4", "ntfs", "vfat"

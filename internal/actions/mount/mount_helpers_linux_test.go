@@ -237,3 +237,34 @@ func waitForMount(t testing.TB, what string, cond func() bool) {
 		}
 	}
 }
+
+// diskseq is the kernel's sequence number of the disk's loop device,
+// from its sysfs diskseq.
+func (d *testDisk) diskseq(t testing.TB) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/sys/class/block", filepath.Base(d.loop), "diskseq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// rewriteState replaces old, which must be there, with new in the state
+// file, as a state written before something changed would read.
+func rewriteState(t testing.TB, path, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("the state file has no %s:\n%s", old, b)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

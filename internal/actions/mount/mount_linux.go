@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -456,6 +457,7 @@ func (m *Mounter) mountWithDrivers(ctx context.Context, dir *mountDir, dev Devic
 func (m *Mounter) record(ctx context.Context, dev Device, req Request, p Plan, path string) (Entry, error) {
 	recorded := dev
 	recorded.FSUsage, recorded.FSType = "", "" // the entry has its own FSType
+	recorded.Diskseq = m.diskseq(dev.Devpath)
 	entry := Entry{
 		Device:     recorded,
 		MountPoint: path,
@@ -939,7 +941,9 @@ func deadFUSE(path string) bool {
 
 // presentInSysfs reports whether a block device exists now: its
 // /sys/dev/block/MAJOR:MINOR link resolves, to the recorded devpath when
-// one was recorded (device numbers are reused).
+// one was recorded, and its disk has the recorded diskseq when one was
+// recorded (device numbers and devpaths are reused: another stick in the
+// same port while the daemon was down has both).
 func (m *Mounter) presentInSysfs(dev Device) bool {
 	link := m.cfg.Roots.SysPath("dev", "block", dev.DevNum())
 	target, err := os.Readlink(link)
@@ -950,5 +954,32 @@ func (m *Mounter) presentInSysfs(dev Device) bool {
 		return true
 	}
 	abs := filepath.Join(filepath.Dir(link), target)
-	return strings.TrimPrefix(abs, filepath.Clean(m.cfg.Roots.Sys)) == dev.Devpath
+	if strings.TrimPrefix(abs, filepath.Clean(m.cfg.Roots.Sys)) != dev.Devpath {
+		return false
+	}
+	return dev.Diskseq == 0 || m.diskseq(dev.Devpath) == dev.Diskseq
+}
+
+// diskseq is the sequence number the kernel gave the disk of the block
+// device at devpath when it appeared (Linux 5.15 and later; a
+// partition's is its disk's, the sysfs directory above it). Unlike a
+// device number it is never given to another disk until reboot. 0 when
+// the kernel has none.
+func (m *Mounter) diskseq(devpath string) uint64 {
+	if !strings.HasPrefix(devpath, "/devices/") || strings.Contains(devpath, "/../") || strings.HasSuffix(devpath, "/..") {
+		return 0
+	}
+	dir := m.cfg.Roots.SysPath(devpath)
+	if _, err := os.Stat(filepath.Join(dir, "partition")); err == nil {
+		dir = filepath.Dir(dir)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "diskseq"))
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }

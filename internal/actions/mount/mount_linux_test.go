@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -73,6 +74,7 @@ func TestMountExt4Backup(t *testing.T) {
 	got := stateEntries(t, fx.state)[disk.dev.DevNum()]
 	recorded := disk.dev
 	recorded.FSUsage, recorded.FSType = "", "" // not part of the device record
+	recorded.Diskseq = disk.diskseq(t)         // the partition's is its disk's
 	wantEntry := Entry{
 		Device:     recorded,
 		MountPoint: want, FSType: "ext4", Driver: "ext4", Options: "nosuid,nodev,noexec,errors=remount-ro",
@@ -564,19 +566,26 @@ func TestReconcileAfterKill(t *testing.T) {
 	}
 	checkMounted(t, mp, disk.dev, "ext4")
 
-	// Restart after the device went away (it cannot really be deleted
-	// while mounted, so the presence check says so).
+	// Restart after the disk went and another came at the same number and
+	// devpath (a mounted disk cannot really be deleted, so the state says
+	// the recorded one was an earlier disk): its sysfs diskseq is not the
+	// recorded one.
 	m2.Close()
+	seq := disk.diskseq(t)
+	if e := stateEntries(t, fx.state)[disk.dev.DevNum()]; seq == 0 || e.Device.Diskseq != seq {
+		t.Fatalf("recorded diskseq %d, the kernel's %d", e.Device.Diskseq, seq)
+	}
+	rewriteState(t, fx.state, `"diskseq": `+strconv.FormatUint(seq, 10), `"diskseq": `+strconv.FormatUint(seq-1, 10))
 	m3, err := NewMounter(fx.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err = m3.Reconcile(context.Background(), func(Device) bool { return false })
+	rep, err = m3.Reconcile(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(rep.Cleaned) != 1 || len(rep.Lazy) != 1 || len(rep.Kept) != 0 {
-		t.Errorf("Reconcile with the device gone: %+v", rep)
+		t.Errorf("Reconcile with another disk at the device's number: %+v", rep)
 	}
 	if mountOn(t, mp) != nil {
 		t.Error("stale mount not cleaned up")
