@@ -1,7 +1,6 @@
 package listener
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +10,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hotplugd/hotplugd/internal/nlsock"
 )
 
 // bufSize is the receive buffer of one message. The kernel never sends
@@ -67,9 +68,9 @@ func open(group uint32, rcvbuf int, log *slog.Logger) (conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listener: netlink socket: %w", err)
 	}
-	if err := setup(fd, group, rcvbuf, log); err != nil {
+	if err := nlsock.Setup(fd, group, rcvbuf, "uevent", log); err != nil {
 		unix.Close(fd)
-		return nil, err
+		return nil, fmt.Errorf("listener: %w", err)
 	}
 	c := &netlinkConn{
 		f:    os.NewFile(uintptr(fd), "netlink-uevent"),
@@ -91,33 +92,6 @@ func open(group uint32, rcvbuf int, log *slog.Logger) (conn, error) {
 	}
 	c.readFn = c.read
 	return c, nil
-}
-
-func setup(fd int, group uint32, rcvbuf int, log *slog.Logger) error {
-	// Credentials must be asked for before bind, or the first messages
-	// could arrive without them and be dropped.
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
-		return fmt.Errorf("listener: SO_PASSCRED: %w", err)
-	}
-	// SO_RCVBUFFORCE ignores net.core.rmem_max but needs CAP_NET_ADMIN;
-	// SO_RCVBUF is capped at rmem_max. The kernel doubles either value
-	// for its bookkeeping (socket(7)), and reports the doubled one.
-	if ferr := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvbuf); ferr != nil {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf); err != nil {
-			return fmt.Errorf("listener: SO_RCVBUF %d: %w", rcvbuf, err)
-		}
-		got, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
-		log.Warn("cannot force the uevent receive buffer; a storm of events may overrun it",
-			"requested", rcvbuf, "obtained", got, "error", ferr)
-	} else {
-		got, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
-		log.Debug("uevent receive buffer", "requested", rcvbuf, "obtained", got)
-	}
-	// Port id 0 asks the kernel to pick a unique one.
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: group}); err != nil {
-		return fmt.Errorf("listener: bind netlink group %d: %w", group, err)
-	}
-	return nil
 }
 
 // read is called by the poller when the socket may be readable. It returns
@@ -180,26 +154,10 @@ func (c *netlinkConn) receive() ([]byte, sender, error) {
 	}
 	if h.Flags&unix.MSG_CTRUNC == 0 {
 		oob := c.oobs[i*oobSize : (i+1)*oobSize]
-		s.pid, s.uid, s.hasCreds = creds(oob[:min(int(h.Controllen), oobSize)])
+		s.pid, s.uid, s.hasCreds = nlsock.Creds(oob[:min(int(h.Controllen), oobSize)])
 	}
 	n := min(int(c.msgs[i].Len), bufSize)
 	return c.bufs[i*bufSize : i*bufSize+n], s, nil
-}
-
-// creds finds SCM_CREDENTIALS in control data without allocating.
-func creds(oob []byte) (pid int32, uid uint32, ok bool) {
-	for len(oob) > 0 {
-		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
-		if err != nil {
-			return 0, 0, false
-		}
-		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_CREDENTIALS && len(data) >= unix.SizeofUcred {
-			// struct ucred { pid_t pid; uid_t uid; gid_t gid; }
-			return int32(binary.NativeEndian.Uint32(data[0:])), binary.NativeEndian.Uint32(data[4:]), true
-		}
-		oob = rest
-	}
-	return 0, 0, false
 }
 
 func (c *netlinkConn) close() error {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hotplugd/hotplugd/internal/nlsock"
 )
 
 // bufSize is the receive buffer of one message. The kernel makes the
@@ -48,9 +50,9 @@ func open(rcvbuf int, log *slog.Logger) (conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("route: netlink socket: %w", err)
 	}
-	if err := setup(fd, rcvbuf, log); err != nil {
+	if err := nlsock.Setup(fd, groups, rcvbuf, "route", log); err != nil {
 		unix.Close(fd)
-		return nil, err
+		return nil, fmt.Errorf("route: %w", err)
 	}
 	c := &netlinkConn{
 		f:   os.NewFile(uintptr(fd), "netlink-route"),
@@ -63,29 +65,6 @@ func open(rcvbuf int, log *slog.Logger) (conn, error) {
 	}
 	c.readFn = c.read
 	return c, nil
-}
-
-func setup(fd, rcvbuf int, log *slog.Logger) error {
-	// Credentials must be asked for before bind, or the first messages
-	// could arrive without them and be dropped.
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
-		return fmt.Errorf("route: SO_PASSCRED: %w", err)
-	}
-	// As for the uevent socket: SO_RCVBUFFORCE needs CAP_NET_ADMIN,
-	// SO_RCVBUF is capped at net.core.rmem_max.
-	if ferr := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvbuf); ferr != nil {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf); err != nil {
-			return fmt.Errorf("route: SO_RCVBUF %d: %w", rcvbuf, err)
-		}
-		got, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
-		log.Warn("cannot force the route receive buffer; a storm of changes may overrun it",
-			"requested", rcvbuf, "obtained", got, "error", ferr)
-	}
-	// Port id 0 asks the kernel to pick a unique one.
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: groups}); err != nil {
-		return fmt.Errorf("route: bind netlink groups %#x: %w", groups, err)
-	}
-	return nil
 }
 
 // read is called by the poller when the socket may be readable; it
@@ -121,23 +100,9 @@ func (c *netlinkConn) receive() ([]byte, sender, error) {
 		s.port, s.groups = sa.Pid, sa.Groups
 	}
 	if c.flags&unix.MSG_CTRUNC == 0 {
-		s.pid, s.uid, s.hasCreds = creds(c.oob[:c.oobn])
+		s.pid, s.uid, s.hasCreds = nlsock.Creds(c.oob[:c.oobn])
 	}
 	return c.buf[:min(c.n, len(c.buf))], s, nil
-}
-
-// creds finds SCM_CREDENTIALS in control data.
-func creds(oob []byte) (pid int32, uid uint32, ok bool) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return 0, 0, false
-	}
-	for i := range msgs {
-		if u, err := unix.ParseUnixCredentials(&msgs[i]); err == nil {
-			return u.Pid, u.Uid, true
-		}
-	}
-	return 0, 0, false
 }
 
 // send sends a request to the kernel (port 0).
